@@ -1,0 +1,113 @@
+/*
+ * catalog_store.h - the catalog's LMDB store: raw records, docs, vectors,
+ * per-stage job queues, dead letters, source cursors and the changelog.
+ * The on-disk layout is the table at the top of catalog_store.c.
+ *
+ * The store is the only writer of its environment.  Every apply function is
+ * one LMDB write transaction: it commits whole or not at all, so a crash at
+ * any instant loses nothing accepted and half-applies nothing.  Applying a
+ * result twice is harmless: a result whose job is no longer queued was
+ * applied already and is ignored, and all writes are upserts keyed by id +
+ * content hash.
+ *
+ * The catalog_pack_* functions need a packer writing to a msgpack_sbuffer.
+ *
+ * Thread rules: one thread owns a struct catalog.
+ */
+#ifndef STYLUS_CATALOG_STORE_H
+#define STYLUS_CATALOG_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "proto/doc.h"
+#include "proto/errors.h"
+
+enum catalog_stage { STAGE_CRAWL, STAGE_REFINE, STAGE_EMBED, STAGE_COUNT };
+
+struct catalog;
+
+/* "crawl", "refine", "embed"; catalog_stage_from_name gives STAGE_COUNT for others. */
+const char *catalog_stage_name(enum catalog_stage s);
+enum catalog_stage catalog_stage_from_name(const char *name);
+
+/* Open or create the store in directory dir (created if missing). */
+int catalog_open(const char *dir, struct catalog **out, struct st_error *err);
+
+/* Close and NULL *c. */
+void catalog_close(struct catalog **c);
+
+/*
+ * Make sure source is being crawled: if it has no pending crawl job and its
+ * pass is not done, queue one from its saved cursor.  With restart, a done
+ * source starts a new pass from the beginning.
+ */
+int catalog_start_source(struct catalog *c, const char *source, bool restart,
+			 struct st_error *err);
+
+struct catalog_crawl_counts {
+	size_t added;     /* new ids */
+	size_t changed;   /* known ids whose content hash changed */
+	size_t unchanged; /* same content hash: no work queued */
+	size_t rejected;  /* records that failed validation */
+};
+
+/*
+ * Apply the RESULT payload of crawl job job_id ({source, records,
+ * next_cursor}): store new and changed records, queue a refine job for each,
+ * save the cursor, queue the next page or mark the pass done, delete the job.
+ */
+int catalog_apply_crawl(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+			struct catalog_crawl_counts *counts, struct st_error *err);
+
+/*
+ * Apply a refine RESULT ({doc}): the doc is stored and an embed job queued
+ * only when its content_hash is the record's current one (a stale result of
+ * an older record version is dropped).  Deletes the job.
+ */
+int catalog_apply_doc(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+		      struct st_error *err);
+
+/*
+ * Apply an embed RESULT ({id, content_hash, model, dim, vector}): store the
+ * vector, append a "put" to the changelog, delete the job.  Stale results
+ * are dropped as above.
+ */
+int catalog_apply_vector(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+			 struct st_error *err);
+
+/* Move a job that keeps failing to the dead-letter list with its last error. */
+int catalog_bury_job(struct catalog *c, enum catalog_stage s, uint64_t job_id, const char *why,
+		     struct st_error *err);
+
+/* Asks whether a job is busy (leased or backing off); ctx is the caller's. */
+typedef bool (*catalog_job_busy)(void *ctx, enum catalog_stage s, uint64_t job_id);
+
+/*
+ * Find the oldest job of stage s that busy() does not reject and pack the
+ * JOB body for it into pk: {job_id, stage, payload} with the record (refine)
+ * or doc (embed) the job needs.  ST_ENOTFOUND when no job is free.  pk's
+ * sbuffer must be empty on entry (a job whose item is gone is skipped by
+ * rewinding it).
+ */
+int catalog_pack_next_job(struct catalog *c, enum catalog_stage s, catalog_job_busy busy,
+			  void *ctx, msgpack_packer *pk, uint64_t *job_id);
+
+/* Pack the STATUS body (see proto/wire.h); leased[s] comes from the broker. */
+int catalog_pack_status(struct catalog *c, const size_t leased[STAGE_COUNT], size_t workers,
+			msgpack_packer *pk);
+
+/*
+ * Pack the CHANGES body for a SYNC request: changelog entries after from_seq
+ * that belong to shard `shard` of `shards`, scanning at most max entries.
+ */
+int catalog_pack_changes(struct catalog *c, uint64_t from_seq, size_t max, uint64_t shard,
+			 uint64_t shards, msgpack_packer *pk);
+
+/* Highest changelog sequence number (0 when empty). */
+uint64_t catalog_head_seq(struct catalog *c);
+
+#endif

@@ -1,0 +1,147 @@
+/*
+ * wire.h - the ZeroMQ messages between stylus processes, and helpers to
+ * send, receive and read them.
+ *
+ * Every message is a multipart ZeroMQ message:
+ *
+ *   frame  content             notes
+ *   0      identity            only on a ROUTER socket (added/removed by ZeroMQ)
+ *   1      "STY1"              protocol name and version; anything else is dropped
+ *   2      command             one of the ASCII words below
+ *   3      body                one msgpack map, or absent for bodyless commands
+ *
+ * Workers (crawler, refiner, indexer) hold a DEALER connected to the
+ * catalog's ROUTER.  Shards hold a DEALER to the catalog for SYNC, and a
+ * ROUTER of their own for QUERY.
+ *
+ * Worker <-> catalog (job broker)
+ *   command    from     body keys (type)                     meaning
+ *   READY      worker   stage (str)                          one credit: send me one job of stage
+ *   JOB        catalog  job_id (uint), stage (str),          a leased job; payload depends on stage:
+ *                       payload (map)                        crawl {source, cursor}
+ *                                                            refine {record: raw_record}
+ *                                                            embed {doc: st_doc}
+ *   RESULT     worker   job_id, stage, ok (bool),            result of a job; when ok, by stage:
+ *                       error (str, when !ok),               crawl {source, records [raw_record],
+ *                       payload (map, when ok)                      next_cursor (str|nil), skipped (uint)}
+ *                                                            refine {doc: st_doc}
+ *                                                            embed {id, content_hash, model (str),
+ *                                                                   dim (uint), vector (bin f32 LE)}
+ *   HEARTBEAT  both     (none)                               liveness, every WIRE_HEARTBEAT_MS
+ *
+ * Anyone <-> catalog
+ *   STATUS     client   (none)                               ask for counters
+ *   STATUS     catalog  records, docs, vectors, head_seq,    counters (uint) and jobs per stage:
+ *                       sources {name: {cursor, done,        jobs {stage: {pending, leased, done}}
+ *                       pages}}, jobs, workers
+ *   SYNC       shard    from_seq (uint), max (uint),         changelog entries after from_seq that
+ *                       shard (uint), shards (uint)          belong to shard (hash(id) mod shards)
+ *   CHANGES    catalog  entries [{seq, op ("put"|"del"), id,  at most max scanned; doc (bin msgpack
+ *                       doc (bin), vector (bin), model}],    st_doc), vector, model only for "put"
+ *                       last_seq (uint), head_seq (uint)     last_seq: last entry scanned
+ *
+ * Query node <-> shard
+ *   QUERY      query    req_id (uint), model (str),          top-k by inner product; base_model
+ *                       vector (bin f32 LE), k (uint),       (str, optional) and allow_nsfw filter
+ *                       base_model, allow_nsfw (bool)
+ *   HITS       shard    req_id, ok (bool), error (str),      hits best first; doc is the stored
+ *                       hits [{id, score (float), doc (bin)}] msgpack st_doc
+ *   STATUS     shard    count, applied_seq, model            (reply of a shard to STATUS)
+ *
+ * Limits: a frame is at most WIRE_MAX_FRAME bytes (ZMQ_MAXMSGSIZE); larger
+ * messages make ZeroMQ drop the peer's connection.  Malformed messages are
+ * dropped with a logged warning; they never stop a process.
+ */
+#ifndef STYLUS_WIRE_H
+#define STYLUS_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "proto/arena.h"
+#include "proto/errors.h"
+
+#define WIRE_PROTOCOL     "STY1"
+#define WIRE_MAX_FRAME    (64 << 20)
+#define WIRE_MAX_IDENTITY 255
+#define WIRE_HEARTBEAT_MS 1000
+#define WIRE_LIVENESS     3 /* missed heartbeats before a peer counts as dead */
+
+/* A received message.  body is decoded into obj; both live until wire_msg_release(). */
+struct wire_msg {
+	unsigned char identity[WIRE_MAX_IDENTITY];
+	size_t identity_len; /* 0 on non-ROUTER sockets */
+	char command[16];
+	msgpack_unpacked body; /* body.data.type == MSGPACK_OBJECT_NIL when absent */
+	bool has_body;
+};
+
+/* Create a socket of type (ZMQ_ROUTER, ZMQ_DEALER ...) with linger 0 and frame limits. */
+void *wire_socket(void *ctx, int type);
+
+/*
+ * Send command with an optional body (body NULL: no body frame).  identity
+ * is needed on ROUTER sockets and must be NULL otherwise.  Non-blocking on
+ * ROUTER (an unroutable or full peer drops the message), blocking otherwise.
+ */
+int wire_send(void *sock, const unsigned char *identity, size_t identity_len, const char *command,
+	      const char *body, size_t body_len);
+
+/*
+ * Receive one message; router says whether sock is a ROUTER (identity frame
+ * first).  Returns 0, ST_EAGAIN when nothing is waiting (flags ZMQ_DONTWAIT),
+ * ST_EPROTO for a malformed message (already drained), ST_EIO otherwise.
+ */
+int wire_recv(void *sock, bool router, int flags, struct wire_msg *m);
+
+void wire_msg_release(struct wire_msg *m);
+
+/* Wait up to timeout_ms for sock to become readable: 1 readable, 0 not, <0 error. */
+int wire_wait(void *sock, long timeout_ms);
+
+/*
+ * One request and its reply over a fresh DEALER: connect to endpoint, send
+ * command with body (may be NULL), wait up to timeout_ms.  ST_ETIMEOUT when
+ * no reply came.  Release *reply with wire_msg_release().
+ */
+int wire_request(void *ctx, const char *endpoint, const char *command, const char *body,
+		 size_t body_len, long timeout_ms, struct wire_msg *reply);
+
+/*
+ * A msgpack object as JSON text (malloc'd, caller frees): maps with str keys
+ * become objects, bin becomes {"bin": <size>}.  NULL when out of memory.
+ */
+char *wire_to_json(const msgpack_object *o, int indent);
+
+/* ---- reading msgpack maps; each returns NULL / an error when absent or mistyped ---- */
+
+/* Value of key in map, or NULL (also when map is not a map). */
+const msgpack_object *wire_get(const msgpack_object *map, const char *key);
+int wire_get_u64(const msgpack_object *map, const char *key, uint64_t *out);
+int wire_get_bool(const msgpack_object *map, const char *key, bool *out);
+int wire_get_double(const msgpack_object *map, const char *key, double *out);
+/* String copied into a (NUL-terminated, embedded NUL refused); ST_EMISSING if absent. */
+int wire_get_str(const msgpack_object *map, const char *key, struct arena *a, char **out);
+/* Borrowed pointer into the message for bin or str values. */
+int wire_get_bytes(const msgpack_object *map, const char *key, const char **ptr, size_t *len);
+
+/* ---- building bodies ---- */
+
+/* Pack a str key followed by the value (helpers for map bodies). */
+void wire_pack_key(msgpack_packer *pk, const char *key);
+void wire_pack_str(msgpack_packer *pk, const char *s); /* NULL packs nil */
+void wire_pack_kv_str(msgpack_packer *pk, const char *key, const char *s);
+void wire_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v);
+void wire_pack_kv_bool(msgpack_packer *pk, const char *key, bool v);
+void wire_pack_kv_bin(msgpack_packer *pk, const char *key, const void *p, size_t len);
+
+/* Stable 64-bit hash of an id (FNV-1a); shard i owns ids with hash % n == i. */
+uint64_t wire_id_hash(const char *id);
+
+/* Milliseconds of a monotonic clock. */
+int64_t wire_now_ms(void);
+
+#endif

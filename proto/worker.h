@@ -1,0 +1,52 @@
+/*
+ * worker.h - the job loop every pipeline worker runs (crawler, refiner,
+ * indexer): a DEALER connected to the catalog's broker, in the manner of
+ * zguide's Paranoid Pirate worker.
+ *
+ * The loop says READY (one credit), waits for a JOB, calls the handler,
+ * sends the RESULT and says READY again.  While idle it sends a HEARTBEAT
+ * every WIRE_HEARTBEAT_MS carrying {stage, idle}; when the broker has been
+ * silent for WIRE_LIVENESS heartbeats it closes the socket and reconnects,
+ * waiting 1 s, then 2, 4 ... up to 32 s between attempts.  A restarted
+ * catalog learns about an idle worker from its heartbeat.
+ *
+ * Thread rules: worker_run() owns its ZeroMQ context and socket; run one per
+ * thread or process.
+ */
+#ifndef STYLUS_WORKER_H
+#define STYLUS_WORKER_H
+
+#include <signal.h>
+#include <stddef.h>
+
+#include <msgpack.h>
+
+#include "proto/arena.h"
+#include "proto/errors.h"
+
+/*
+ * Handle one job.  payload is the JOB's payload map (borrowed until
+ * return); the handler packs exactly one map (the RESULT payload) into pk
+ * on success and returns 0, or returns an error with err filled, in which
+ * case anything packed is discarded.  a is a fresh arena for this job.
+ */
+typedef int (*worker_handler)(void *ctx, const msgpack_object *payload, struct arena *a,
+			      msgpack_packer *pk, struct st_error *err);
+
+struct worker_config {
+	const char *endpoint; /* catalog broker, e.g. tcp://127.0.0.1:5555 */
+	const char *stage;    /* "crawl", "refine" or "embed" */
+	worker_handler handle;
+	void *ctx;                   /* passed to handle */
+	size_t arena_limit;          /* per-job memory cap */
+	volatile sig_atomic_t *stop; /* loop ends when *stop becomes nonzero */
+	long max_jobs;               /* stop after this many jobs; 0 = no limit */
+};
+
+/* Run until *stop; returns 0, or an error if the socket cannot be made. */
+int worker_run(const struct worker_config *cfg);
+
+/* Install SIGINT/SIGTERM handlers that set *flag. */
+void worker_stop_on_signals(volatile sig_atomic_t *flag);
+
+#endif

@@ -1,0 +1,223 @@
+#!/usr/bin/python3
+"""End-to-end test of the walking skeleton.
+
+Starts every role as its own process on free loopback ports -- the fixture
+server (Civitai wire format), catalog, crawler, refiner, indexer, one shard
+and a query node -- crawls the fixture catalog over real HTTP, waits until
+every adapter is refined, embedded and served, then asks the prompts of
+tests/fixtures/expected.json and checks the answers.  Every process it
+starts, it stops by PID, whatever happens.
+
+Environment: STYLUS_BIN (the stylus binary), STYLUS_FIXTURES (fixture dir).
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+BIN = os.environ.get("STYLUS_BIN", "build/stylus")
+FIXTURES = os.environ.get("STYLUS_FIXTURES", "tests/fixtures")
+ELIGIBLE_TYPES = {"LORA", "LoCon", "DoRA"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.procs = []
+
+    def start(self, name, argv):
+        log = open(os.path.join(self.workdir, name + ".log"), "ab")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs.append((name, p))
+        return p
+
+    def check_alive(self):
+        for name, p in self.procs:
+            if p.poll() is not None:
+                raise AssertionError("%s exited with %s; log:\n%s" % (name, p.returncode, self.log(name)))
+
+    def log(self, name):
+        try:
+            with open(os.path.join(self.workdir, name + ".log"), errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        for _, p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.time() + 10
+        for name, p in reversed(self.procs):
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                print("warning: %s needed SIGKILL" % name)
+        self.procs = []
+
+
+def status(endpoint):
+    out = subprocess.run([BIN, "status", "--connect", endpoint], capture_output=True, text=True, timeout=10)
+    if out.returncode != 0:
+        return None
+    return json.loads(out.stdout)
+
+
+def post(url, body, raw=None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def eligible_ids():
+    with open(os.path.join(FIXTURES, "civitai", "models.json")) as f:
+        models = json.load(f)
+    if isinstance(models, dict):
+        models = models.get("items", [])
+    ids, nsfw = set(), set()
+    for m in models:
+        if m.get("type") not in ELIGIBLE_TYPES:
+            continue
+        for v in m.get("modelVersions", []):
+            i = "civitai:%d@%d" % (m["id"], v["id"])
+            ids.add(i)
+            if m.get("nsfw") or (m.get("nsfwLevel") or 0) > 1:
+                nsfw.add(i)
+    return ids, nsfw
+
+
+def wait_done(cat, shard, cluster, timeout=240):
+    start = time.time()
+    while time.time() - start < timeout:
+        cluster.check_alive()
+        s, sh = status(cat), status(shard)
+        if s and sh:
+            src = s.get("sources", {})
+            done = src and all(v["done"] for v in src.values())
+            busy = sum(j["pending"] + j["leased"] for j in s["jobs"].values())
+            if done and busy == 0 and sh["applied_seq"] >= s["head_seq"]:
+                return s, sh
+        time.sleep(0.5)
+    raise AssertionError("pipeline not done after %ds: %s %s" % (timeout, status(cat), status(shard)))
+
+
+def ids_of(answer):
+    return [a["id"] for a in answer.get("adapters", [])]
+
+
+def check_prompts(http, nsfw_ids):
+    with open(os.path.join(FIXTURES, "expected.json")) as f:
+        cases = json.load(f)
+    if isinstance(cases, dict):
+        cases = cases.get("prompts", cases.get("cases", []))
+    failures = []
+    for case in cases:
+        body = {"prompt": case["prompt"]}
+        if case.get("base_model"):
+            body["base_model"] = case["base_model"]
+        code, ans = post(http + "/v1/compose", body)
+        assert code == 200, (case["prompt"], code, ans)
+        got = ids_of(ans)
+        for group in case.get("must_include_any", []):
+            if not set(group) & set(got):
+                failures.append("%r: none of %s in %s" % (case["prompt"], sorted(group)[:4], got))
+        for bad in case.get("must_exclude", []):
+            if bad in got:
+                failures.append("%r: excluded %s was chosen" % (case["prompt"], bad))
+        leaked = set(got) & nsfw_ids
+        if leaked:
+            failures.append("%r: NSFW adapters %s without allow_nsfw" % (case["prompt"], leaked))
+        base = case.get("base_model")
+        for a in ans.get("adapters", []):
+            if base and a.get("base_model") != base:
+                failures.append("%r: %s has base %s" % (case["prompt"], a["id"], a.get("base_model")))
+        print("ok  %-60s -> %s" % (case["prompt"][:60], ", ".join(got)))
+    return len(cases), failures
+
+
+def check_errors(http):
+    code, ans = post(http + "/v1/compose", None, raw=b"{not json")
+    assert code == 400 and "error" in ans, (code, ans)
+    code, ans = post(http + "/v1/compose", {"prompt": 42})
+    assert code == 400 and "error" in ans, (code, ans)
+    code, ans = post(http + "/v1/compose", None, raw=b"x" * (70 << 10))
+    assert code == 413 and "error" in ans, (code, ans)
+    code, ans = post(http + "/v1/nope", {"prompt": "x"})
+    assert code == 404, (code, ans)
+    code, ans = post(http + "/v1/retrieve", {"prompt": "watercolor painting", "k": 5})
+    assert code == 200 and len(ans["candidates"]) <= 5, (code, ans)
+
+
+def main():
+    workdir = tempfile.mkdtemp(prefix="stylus-it-")
+    cluster = Cluster(workdir)
+    try:
+        portfile = os.path.join(workdir, "fixture.port")
+        cluster.start("fixtures", ["/usr/bin/python3", os.path.join(FIXTURES, "server.py"),
+                                   "--port", "0", "--port-file", portfile, "--data", FIXTURES])
+        for _ in range(200):
+            if os.path.exists(portfile):
+                break
+            cluster.check_alive()
+            time.sleep(0.05)
+        civitai = "http://127.0.0.1:%s" % open(portfile).read().strip()
+        cat = "tcp://127.0.0.1:%d" % free_port()
+        shard = "tcp://127.0.0.1:%d" % free_port()
+        http_port = free_port()
+        http = "http://127.0.0.1:%d" % http_port
+        cluster.start("catalog", [BIN, "catalog", "--data", os.path.join(workdir, "catalog"), "--bind", cat])
+        cluster.start("crawler", [BIN, "crawler", "--connect", cat, "--civitai-url", civitai, "--rate", "0"])
+        cluster.start("refiner", [BIN, "refiner", "--connect", cat])
+        cluster.start("indexer", [BIN, "indexer", "--connect", cat])
+        cluster.start("shard", [BIN, "shard", "0/1", "--data", os.path.join(workdir, "shard0"),
+                                "--bind", shard, "--catalog", cat])
+        cluster.start("serve", [BIN, "serve", "--shard", shard, "--listen", "127.0.0.1:%d" % http_port])
+
+        t0 = time.time()
+        s, sh = wait_done(cat, shard, cluster)
+        print("pipeline done in %.1fs: %d records, %d docs, %d vectors; shard %d docs"
+              % (time.time() - t0, s["records"], s["docs"], s["vectors"], sh["count"]))
+
+        ids, nsfw = eligible_ids()
+        assert s["records"] == len(ids), ("records", s["records"], "eligible", len(ids))
+        assert s["docs"] == len(ids) and s["vectors"] == len(ids), s
+        assert sh["count"] == len(ids), sh
+        assert s["dead"] == 0, s
+
+        check_errors(http)
+        n, failures = check_prompts(http, nsfw)
+        cluster.check_alive()
+        if failures:
+            print("\n".join(failures))
+            raise AssertionError("%d of %d prompt checks failed" % (len(failures), n))
+        print("all %d prompts answered as expected" % n)
+    except Exception:
+        for name, _ in cluster.procs:
+            print("---- %s log (tail) ----\n%s" % (name, cluster.log(name)))
+        raise
+    finally:
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
