@@ -23,434 +23,449 @@
 #define MAX_SOURCES 8
 
 struct worker_slot {
-	unsigned char identity[WIRE_MAX_IDENTITY];
-	size_t identity_len;
-	enum catalog_stage stage;
-	bool idle;
-	int64_t last_seen;
+        unsigned char identity[WIRE_MAX_IDENTITY];
+        size_t identity_len;
+        enum catalog_stage stage;
+        bool idle;
+        int64_t last_seen;
 };
 
 /* A job the broker is tracking: leased to a worker, or failed and backing off. */
 struct job_state {
-	enum catalog_stage stage;
-	uint64_t job_id;
-	int64_t lease_until; /* 0 when not leased */
-	int64_t not_before;  /* retry backoff after a failure */
-	int attempts;
+        enum catalog_stage stage;
+        uint64_t job_id;
+        int64_t lease_until; /* 0 when not leased */
+        int64_t not_before;  /* retry backoff after a failure */
+        int attempts;
 };
 
 struct broker {
-	struct catalog *cat;
-	void *sock;
-	struct worker_slot workers[MAX_WORKERS];
-	size_t n_workers;
-	struct job_state *jobs;
-	size_t n_jobs, cap_jobs;
-	long lease_ms;
-	int max_attempts;
-	int64_t last_heartbeat;
-	uint64_t results;
+        struct catalog *cat;
+        void *sock;
+        struct worker_slot workers[MAX_WORKERS];
+        size_t n_workers;
+        struct job_state *jobs;
+        size_t n_jobs, cap_jobs;
+        long lease_ms;
+        int max_attempts;
+        int64_t last_heartbeat;
+        uint64_t results;
 };
 
 static struct job_state *job_find(struct broker *b, enum catalog_stage s, uint64_t id)
 {
-	for (size_t i = 0; i < b->n_jobs; i++)
-		if (b->jobs[i].stage == s && b->jobs[i].job_id == id)
-			return &b->jobs[i];
-	return NULL;
+        for (size_t i = 0; i < b->n_jobs; i++)
+                if (b->jobs[i].stage == s && b->jobs[i].job_id == id)
+                        return &b->jobs[i];
+        return NULL;
 }
 
 static struct job_state *job_track(struct broker *b, enum catalog_stage s, uint64_t id)
 {
-	struct job_state *j = job_find(b, s, id);
+        struct job_state *j = job_find(b, s, id);
 
-	if (j)
-		return j;
-	if (b->n_jobs == b->cap_jobs) {
-		size_t cap = b->cap_jobs ? b->cap_jobs * 2 : 64;
-		struct job_state *p = realloc(b->jobs, cap * sizeof(*p));
+        if (j)
+                return j;
+        if (b->n_jobs == b->cap_jobs) {
+                size_t cap = b->cap_jobs ? b->cap_jobs * 2 : 64;
+                struct job_state *p = realloc(b->jobs, cap * sizeof(*p));
 
-		if (!p)
-			return NULL;
-		b->jobs = p;
-		b->cap_jobs = cap;
-	}
-	j = &b->jobs[b->n_jobs++];
-	memset(j, 0, sizeof(*j));
-	j->stage = s;
-	j->job_id = id;
-	return j;
+                if (!p)
+                        return NULL;
+                b->jobs = p;
+                b->cap_jobs = cap;
+        }
+        j = &b->jobs[b->n_jobs++];
+        memset(j, 0, sizeof(*j));
+        j->stage = s;
+        j->job_id = id;
+        return j;
 }
 
 static void job_forget(struct broker *b, struct job_state *j)
 {
-	*j = b->jobs[--b->n_jobs];
+        *j = b->jobs[--b->n_jobs];
 }
 
 static bool job_busy(void *ctx, enum catalog_stage s, uint64_t id)
 {
-	struct broker *b = ctx;
-	struct job_state *j = job_find(b, s, id);
-	int64_t now = wire_now_ms();
+        struct broker *b = ctx;
+        struct job_state *j = job_find(b, s, id);
+        int64_t now = wire_now_ms();
 
-	return j && (j->lease_until > now || j->not_before > now);
+        return j && (j->lease_until > now || j->not_before > now);
 }
 
 /* Count a failed attempt: back off exponentially, or bury the job. */
 static void job_failed(struct broker *b, struct job_state *j, const char *why)
 {
-	struct st_error err = {0};
-	int64_t delay = 1000L << (j->attempts < 5 ? j->attempts : 5);
+        struct st_error err = {0};
+        int64_t delay = 1000L << (j->attempts < 5 ? j->attempts : 5);
 
-	j->attempts++;
-	j->lease_until = 0;
-	if (j->attempts < b->max_attempts) {
-		j->not_before = wire_now_ms() + delay;
-		log_warn("%s job %llu failed (attempt %d): %s", catalog_stage_name(j->stage),
-			 (unsigned long long)j->job_id, j->attempts, why);
-		return;
-	}
-	log_error("%s job %llu dead after %d attempts: %s", catalog_stage_name(j->stage),
-		  (unsigned long long)j->job_id, j->attempts, why);
-	if (catalog_bury_job(b->cat, j->stage, j->job_id, why, &err))
-		log_error("cannot bury job: %s", err.msg);
-	job_forget(b, j);
+        j->attempts++;
+        j->lease_until = 0;
+        if (j->attempts < b->max_attempts) {
+                j->not_before = wire_now_ms() + delay;
+                log_warn("%s job %llu failed (attempt %d): %s", catalog_stage_name(j->stage),
+                         (unsigned long long)j->job_id, j->attempts, why);
+                return;
+        }
+        log_error("%s job %llu dead after %d attempts: %s", catalog_stage_name(j->stage),
+                  (unsigned long long)j->job_id, j->attempts, why);
+        if (catalog_bury_job(b->cat, j->stage, j->job_id, why, &err))
+                log_error("cannot bury job: %s", err.msg);
+        job_forget(b, j);
 }
 
 static struct worker_slot *worker_find(struct broker *b, const struct wire_msg *m)
 {
-	for (size_t i = 0; i < b->n_workers; i++)
-		if (b->workers[i].identity_len == m->identity_len &&
-		    !memcmp(b->workers[i].identity, m->identity, m->identity_len))
-			return &b->workers[i];
-	return NULL;
+        for (size_t i = 0; i < b->n_workers; i++)
+                if (b->workers[i].identity_len == m->identity_len &&
+                    !memcmp(b->workers[i].identity, m->identity, m->identity_len))
+                        return &b->workers[i];
+        return NULL;
 }
 
 static void on_ready(struct broker *b, const struct wire_msg *m, bool ready)
 {
-	struct worker_slot *w = worker_find(b, m);
-	struct arena a;
-	char *stage = NULL;
-	enum catalog_stage s;
+        struct worker_slot *w = worker_find(b, m);
+        struct arena a;
+        char *stage = NULL;
+        enum catalog_stage s;
 
-	arena_init(&a, 4096);
-	if (!m->has_body || wire_get_str(&m->body.data, "stage", &a, &stage) ||
-	    (s = catalog_stage_from_name(stage)) == STAGE_COUNT) {
-		log_warn("%s without a known stage dropped", m->command);
-		goto out;
-	}
-	if (!w) {
-		if (b->n_workers == MAX_WORKERS) {
-			log_warn("worker table full; ignoring a worker");
-			goto out;
-		}
-		w = &b->workers[b->n_workers++];
-		memcpy(w->identity, m->identity, m->identity_len);
-		w->identity_len = m->identity_len;
-		w->idle = true; /* a worker we did not know is waiting for work */
-		log_info("%s worker joined (%zu workers)", stage, b->n_workers);
-	}
-	w->stage = s;
-	w->last_seen = wire_now_ms();
-	if (ready)
-		w->idle = true;
+        arena_init(&a, 4096);
+        if (!m->has_body || wire_get_str(&m->body.data, "stage", &a, &stage) ||
+            (s = catalog_stage_from_name(stage)) == STAGE_COUNT) {
+                log_warn("%s without a known stage dropped", m->command);
+                goto out;
+        }
+        if (!w) {
+                if (b->n_workers == MAX_WORKERS) {
+                        log_warn("worker table full; ignoring a worker");
+                        goto out;
+                }
+                w = &b->workers[b->n_workers++];
+                memcpy(w->identity, m->identity, m->identity_len);
+                w->identity_len = m->identity_len;
+                w->idle = true; /* a worker we did not know is waiting for work */
+                log_info("%s worker joined (%zu workers)", stage, b->n_workers);
+        }
+        w->stage = s;
+        w->last_seen = wire_now_ms();
+        if (ready)
+                w->idle = true;
 out:
-	arena_release(&a);
+        arena_release(&a);
 }
 
 static int apply_result(struct broker *b, enum catalog_stage s, uint64_t job_id,
-			const msgpack_object *payload, struct st_error *err)
+                        const msgpack_object *payload, struct st_error *err)
 {
-	struct catalog_crawl_counts counts;
-	int rc;
+        struct catalog_crawl_counts counts;
+        int rc;
 
-	switch (s) {
-	case STAGE_CRAWL:
-		rc = catalog_apply_crawl(b->cat, job_id, payload, &counts, err);
-		if (!rc)
-			log_info("crawl page: %zu new, %zu changed, %zu unchanged, %zu rejected",
-				 counts.added, counts.changed, counts.unchanged, counts.rejected);
-		return rc;
-	case STAGE_REFINE:
-		return catalog_apply_doc(b->cat, job_id, payload, err);
-	default:
-		return catalog_apply_vector(b->cat, job_id, payload, err);
-	}
+        switch (s) {
+        case STAGE_CRAWL:
+                rc = catalog_apply_crawl(b->cat, job_id, payload, &counts, err);
+                if (!rc)
+                        log_info("crawl page: %zu new, %zu changed, %zu unchanged, %zu rejected",
+                                 counts.added, counts.changed, counts.unchanged, counts.rejected);
+                return rc;
+        case STAGE_REFINE:
+                return catalog_apply_doc(b->cat, job_id, payload, err);
+        default:
+                return catalog_apply_vector(b->cat, job_id, payload, err);
+        }
 }
 
 static void on_result(struct broker *b, const struct wire_msg *m)
 {
-	struct st_error err = {0};
-	struct arena a;
-	struct job_state *j;
-	char *stage = NULL, *why = NULL;
-	uint64_t job_id;
-	bool ok = false;
-	enum catalog_stage s;
-	int rc;
+        struct st_error err = {0};
+        struct arena a;
+        struct job_state *j;
+        char *stage = NULL, *why = NULL;
+        uint64_t job_id;
+        bool ok = false;
+        enum catalog_stage s;
+        int rc;
 
-	arena_init(&a, 1 << 16);
-	if (!m->has_body || wire_get_u64(&m->body.data, "job_id", &job_id) ||
-	    wire_get_str(&m->body.data, "stage", &a, &stage) ||
-	    (s = catalog_stage_from_name(stage)) == STAGE_COUNT ||
-	    wire_get_bool(&m->body.data, "ok", &ok)) {
-		log_warn("malformed RESULT dropped");
-		goto out;
-	}
-	b->results++;
-	j = job_track(b, s, job_id);
-	if (!ok) {
-		wire_get_str(&m->body.data, "error", &a, &why);
-		if (j)
-			job_failed(b, j, why ? why : "worker gave no reason");
-		goto out;
-	}
-	rc = apply_result(b, s, job_id, wire_get(&m->body.data, "payload"), &err);
-	if (rc == ST_EPROTO && j)
-		job_failed(b, j, err.msg);
-	else if (rc)
-		log_error("%s", st_error_text(&err, rc)); /* store trouble: the job stays queued */
-	else if (j)
-		job_forget(b, j);
+        arena_init(&a, 1 << 16);
+        if (!m->has_body || wire_get_u64(&m->body.data, "job_id", &job_id) ||
+            wire_get_str(&m->body.data, "stage", &a, &stage) ||
+            (s = catalog_stage_from_name(stage)) == STAGE_COUNT ||
+            wire_get_bool(&m->body.data, "ok", &ok)) {
+                log_warn("malformed RESULT dropped");
+                goto out;
+        }
+        b->results++;
+        j = job_track(b, s, job_id);
+        if (!ok) {
+                wire_get_str(&m->body.data, "error", &a, &why);
+                if (j)
+                        job_failed(b, j, why ? why : "worker gave no reason");
+                goto out;
+        }
+        rc = apply_result(b, s, job_id, wire_get(&m->body.data, "payload"), &err);
+        if (rc == ST_EPROTO && j)
+                job_failed(b, j, err.msg);
+        else if (rc)
+                log_error("%s", st_error_text(&err, rc)); /* store trouble: the job stays queued */
+        else if (j)
+                job_forget(b, j);
 out:
-	arena_release(&a);
+        arena_release(&a);
 }
 
 static void reply(struct broker *b, const struct wire_msg *m, const char *command,
-		  msgpack_sbuffer *sb)
+                  msgpack_sbuffer *sb)
 {
-	if (wire_send(b->sock, m->identity, m->identity_len, command, sb->data, sb->size))
-		log_warn("could not answer %s", m->command);
+        if (wire_send(b->sock, m->identity, m->identity_len, command, sb->data, sb->size))
+                log_warn("could not answer %s", m->command);
 }
 
 static void on_status(struct broker *b, const struct wire_msg *m)
 {
-	size_t leased[STAGE_COUNT] = {0};
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
+        size_t leased[STAGE_COUNT] = {0};
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
 
-	for (size_t i = 0; i < b->n_jobs; i++)
-		if (b->jobs[i].lease_until)
-			leased[b->jobs[i].stage]++;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	if (!catalog_pack_status(b->cat, leased, b->n_workers, &pk))
-		reply(b, m, "STATUS", &sb);
-	msgpack_sbuffer_destroy(&sb);
+        for (size_t i = 0; i < b->n_jobs; i++)
+                if (b->jobs[i].lease_until)
+                        leased[b->jobs[i].stage]++;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        if (!catalog_pack_status(b->cat, leased, b->n_workers, &pk))
+                reply(b, m, "STATUS", &sb);
+        msgpack_sbuffer_destroy(&sb);
 }
 
 static void on_sync(struct broker *b, const struct wire_msg *m)
 {
-	uint64_t from = 0, max = 1000, shard = 0, shards = 1;
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
+        uint64_t from = 0, max = 1000, shard = 0, shards = 1;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
 
-	if (!m->has_body || wire_get_u64(&m->body.data, "from_seq", &from)) {
-		log_warn("SYNC without from_seq dropped");
-		return;
-	}
-	wire_get_u64(&m->body.data, "max", &max);
-	wire_get_u64(&m->body.data, "shard", &shard);
-	wire_get_u64(&m->body.data, "shards", &shards);
-	if (max == 0 || max > 10000)
-		max = 10000;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	if (!catalog_pack_changes(b->cat, from, (size_t)max, shard, shards, &pk))
-		reply(b, m, "CHANGES", &sb);
-	msgpack_sbuffer_destroy(&sb);
+        if (!m->has_body || wire_get_u64(&m->body.data, "from_seq", &from)) {
+                log_warn("SYNC without from_seq dropped");
+                return;
+        }
+        wire_get_u64(&m->body.data, "max", &max);
+        wire_get_u64(&m->body.data, "shard", &shard);
+        wire_get_u64(&m->body.data, "shards", &shards);
+        if (max == 0 || max > 10000)
+                max = 10000;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        if (!catalog_pack_changes(b->cat, from, (size_t)max, shard, shards, &pk))
+                reply(b, m, "CHANGES", &sb);
+        msgpack_sbuffer_destroy(&sb);
 }
 
 static void handle(struct broker *b, const struct wire_msg *m)
 {
-	if (!strcmp(m->command, "READY"))
-		on_ready(b, m, true);
-	else if (!strcmp(m->command, "HEARTBEAT"))
-		on_ready(b, m, false);
-	else if (!strcmp(m->command, "RESULT"))
-		on_result(b, m);
-	else if (!strcmp(m->command, "STATUS"))
-		on_status(b, m);
-	else if (!strcmp(m->command, "SYNC"))
-		on_sync(b, m);
-	else
-		log_warn("unknown command '%s' dropped", m->command);
-	if (!strcmp(m->command, "RESULT")) {
-		struct worker_slot *w = worker_find(b, m);
-		if (w)
-			w->last_seen = wire_now_ms();
-	}
+        if (!strcmp(m->command, "READY"))
+                on_ready(b, m, true);
+        else if (!strcmp(m->command, "HEARTBEAT"))
+                on_ready(b, m, false);
+        else if (!strcmp(m->command, "RESULT"))
+                on_result(b, m);
+        else if (!strcmp(m->command, "STATUS"))
+                on_status(b, m);
+        else if (!strcmp(m->command, "SYNC"))
+                on_sync(b, m);
+        else
+                log_warn("unknown command '%s' dropped", m->command);
+        if (!strcmp(m->command, "RESULT")) {
+                struct worker_slot *w = worker_find(b, m);
+                if (w)
+                        w->last_seen = wire_now_ms();
+        }
 }
 
 /* Hand one job to each idle worker while jobs of its stage are free. */
 static void dispatch(struct broker *b)
 {
-	for (size_t i = 0; i < b->n_workers; i++) {
-		struct worker_slot *w = &b->workers[i];
-		msgpack_sbuffer sb;
-		msgpack_packer pk;
-		uint64_t job_id;
-		struct job_state *j;
+        for (size_t i = 0; i < b->n_workers; i++) {
+                struct worker_slot *w = &b->workers[i];
+                msgpack_sbuffer sb;
+                msgpack_packer pk;
+                uint64_t job_id;
+                struct job_state *j;
 
-		if (!w->idle)
-			continue;
-		msgpack_sbuffer_init(&sb);
-		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-		if (catalog_pack_next_job(b->cat, w->stage, job_busy, b, &pk, &job_id) == 0 &&
-		    (j = job_track(b, w->stage, job_id)) != NULL &&
-		    wire_send(b->sock, w->identity, w->identity_len, "JOB", sb.data, sb.size) == 0) {
-			j->lease_until = wire_now_ms() + b->lease_ms;
-			w->idle = false;
-		}
-		msgpack_sbuffer_destroy(&sb);
-	}
+                if (!w->idle)
+                        continue;
+                msgpack_sbuffer_init(&sb);
+                msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+                if (catalog_pack_next_job(b->cat, w->stage, job_busy, b, &pk, &job_id) == 0 &&
+                    (j = job_track(b, w->stage, job_id)) != NULL &&
+                    wire_send(b->sock, w->identity, w->identity_len, "JOB", sb.data, sb.size) ==
+                        0) {
+                        j->lease_until = wire_now_ms() + b->lease_ms;
+                        w->idle = false;
+                }
+                msgpack_sbuffer_destroy(&sb);
+        }
 }
 
 static void expire(struct broker *b, int64_t now)
 {
-	for (size_t i = 0; i < b->n_jobs;) {
-		struct job_state *j = &b->jobs[i];
+        for (size_t i = 0; i < b->n_jobs;) {
+                struct job_state *j = &b->jobs[i];
 
-		if (j->lease_until && j->lease_until <= now) {
-			size_t before = b->n_jobs;
+                if (j->lease_until && j->lease_until <= now) {
+                        size_t before = b->n_jobs;
 
-			job_failed(b, j, "lease expired");
-			if (b->n_jobs < before)
-				continue; /* slot i now holds another job */
-		}
-		i++;
-	}
-	for (size_t i = 0; i < b->n_workers;) {
-		if (now - b->workers[i].last_seen > (int64_t)WIRE_HEARTBEAT_MS * WIRE_LIVENESS) {
-			log_info("%s worker gone", catalog_stage_name(b->workers[i].stage));
-			b->workers[i] = b->workers[--b->n_workers];
-			continue;
-		}
-		i++;
-	}
-	if (now - b->last_heartbeat >= WIRE_HEARTBEAT_MS) {
-		for (size_t i = 0; i < b->n_workers; i++)
-			wire_send(b->sock, b->workers[i].identity, b->workers[i].identity_len,
-				  "HEARTBEAT", NULL, 0);
-		b->last_heartbeat = now;
-	}
+                        job_failed(b, j, "lease expired");
+                        if (b->n_jobs < before)
+                                continue; /* slot i now holds another job */
+                }
+                i++;
+        }
+        for (size_t i = 0; i < b->n_workers;) {
+                if (now - b->workers[i].last_seen > (int64_t)WIRE_HEARTBEAT_MS * WIRE_LIVENESS) {
+                        log_info("%s worker gone", catalog_stage_name(b->workers[i].stage));
+                        b->workers[i] = b->workers[--b->n_workers];
+                        continue;
+                }
+                i++;
+        }
+        if (now - b->last_heartbeat >= WIRE_HEARTBEAT_MS) {
+                for (size_t i = 0; i < b->n_workers; i++)
+                        wire_send(b->sock, b->workers[i].identity, b->workers[i].identity_len,
+                                  "HEARTBEAT", NULL, 0);
+                b->last_heartbeat = now;
+        }
 }
 
 static void usage(FILE *f)
 {
-	fputs("usage: stylus catalog --data DIR [--bind ENDPOINT] [--source NAME]...\n"
-	      "                      [--lease-ms MS] [--max-attempts N] [--refresh SECONDS]\n"
-	      "\n"
-	      "Run the catalog coordinator: the LMDB store of raw records, docs and vectors,\n"
-	      "and the ZeroMQ job broker that crawler, refiner and indexer workers connect to.\n"
-	      "\n"
-	      "  --data DIR         catalog directory (created if missing)\n"
-	      "  --bind ENDPOINT    ROUTER endpoint (default tcp://127.0.0.1:5555)\n"
-	      "  --source NAME      source to crawl: civitai (default; repeatable)\n"
-	      "  --lease-ms MS      how long a worker may hold a job (default 30000)\n"
-	      "  --max-attempts N   failures before a job goes to the dead letters (default 5)\n"
-	      "  --refresh SECONDS  every SECONDS, start a new pass of each source whose last\n"
-	      "                     pass has ended (default: off)\n"
-	      "\n"
-	      "examples:\n"
-	      "  stylus catalog --data /var/lib/stylus/catalog\n"
-	      "  stylus catalog --data ./cat --bind tcp://127.0.0.1:7000 --refresh 21600\n",
-	      f);
+        fputs("usage: stylus catalog --data DIR [--bind ENDPOINT] [--source NAME]...\n"
+              "                      [--lease-ms MS] [--max-attempts N] [--refresh SECONDS]\n"
+              "\n"
+              "Run the catalog coordinator: the LMDB store of raw records, docs and vectors,\n"
+              "and the ZeroMQ job broker that crawler, refiner and indexer workers connect to.\n"
+              "\n"
+              "  --data DIR         catalog directory (created if missing)\n"
+              "  --bind ENDPOINT    ROUTER endpoint (default tcp://127.0.0.1:5555)\n"
+              "  --source NAME      source to crawl: civitai (default; repeatable)\n"
+              "  --lease-ms MS      how long a worker may hold a job (default 30000)\n"
+              "  --max-attempts N   failures before a job goes to the dead letters (default 5)\n"
+              "  --refresh SECONDS  every SECONDS, start a new pass of each source whose last\n"
+              "                     pass has ended (default: off)\n"
+              "\n"
+              "examples:\n"
+              "  stylus catalog --data /var/lib/stylus/catalog\n"
+              "  stylus catalog --data ./cat --bind tcp://127.0.0.1:7000 --refresh 21600\n",
+              f);
 }
 
 int cmd_catalog(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"data", required_argument, NULL, 'd'},
-		{"bind", required_argument, NULL, 'b'},
-		{"source", required_argument, NULL, 's'},
-		{"lease-ms", required_argument, NULL, 'l'},
-		{"max-attempts", required_argument, NULL, 'm'},
-		{"refresh", required_argument, NULL, 'r'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	static volatile sig_atomic_t stop;
-	struct broker b = {.lease_ms = 30000, .max_attempts = 5};
-	struct st_error err = {0};
-	const char *data = NULL, *bind = "tcp://127.0.0.1:5555";
-	const char *sources[MAX_SOURCES];
-	size_t n_sources = 0;
-	long refresh_s = 0;
-	int64_t next_refresh = 0;
-	void *ctx;
-	int c, rc = 1;
+        static const struct option opts[] = {
+            {"data", required_argument, NULL, 'd'},
+            {"bind", required_argument, NULL, 'b'},
+            {"source", required_argument, NULL, 's'},
+            {"lease-ms", required_argument, NULL, 'l'},
+            {"max-attempts", required_argument, NULL, 'm'},
+            {"refresh", required_argument, NULL, 'r'},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
+        };
+        static volatile sig_atomic_t stop;
+        struct broker b = {.lease_ms = 30000, .max_attempts = 5};
+        struct st_error err = {0};
+        const char *data = NULL, *bind = "tcp://127.0.0.1:5555";
+        const char *sources[MAX_SOURCES];
+        size_t n_sources = 0;
+        long refresh_s = 0;
+        int64_t next_refresh = 0;
+        void *ctx;
+        int c, rc = 1;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'd': data = optarg; break;
-		case 'b': bind = optarg; break;
-		case 's':
-			if (n_sources == MAX_SOURCES || strcmp(optarg, "civitai")) {
-				fprintf(stderr, "stylus catalog: unknown or too many sources: %s\n",
-					optarg);
-				return 2;
-			}
-			sources[n_sources++] = optarg;
-			break;
-		case 'l': b.lease_ms = strtol(optarg, NULL, 10); break;
-		case 'm': b.max_attempts = (int)strtol(optarg, NULL, 10); break;
-		case 'r': refresh_s = strtol(optarg, NULL, 10); break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
-	}
-	if (!data || b.lease_ms <= 0 || b.max_attempts <= 0 || refresh_s < 0) {
-		usage(stderr);
-		return 2;
-	}
-	if (n_sources == 0)
-		sources[n_sources++] = "civitai";
-	log_setup("catalog", LOG_INFO);
-	worker_stop_on_signals(&stop);
-	if (catalog_open(data, &b.cat, &err)) {
-		log_error("%s", err.msg);
-		return 1;
-	}
-	for (size_t i = 0; i < n_sources; i++)
-		if (catalog_start_source(b.cat, sources[i], false, &err))
-			log_error("%s", err.msg);
-	ctx = zmq_ctx_new();
-	b.sock = wire_socket(ctx, ZMQ_ROUTER);
-	if (!b.sock || zmq_bind(b.sock, bind) != 0) {
-		log_error("cannot bind %s: %s", bind, zmq_strerror(zmq_errno()));
-		goto out;
-	}
-	log_info("catalog %s serving on %s", data, bind);
-	next_refresh = wire_now_ms() + refresh_s * 1000;
-	while (!stop) {
-		struct wire_msg m;
-		int64_t now;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+                switch (c) {
+                case 'd':
+                        data = optarg;
+                        break;
+                case 'b':
+                        bind = optarg;
+                        break;
+                case 's':
+                        if (n_sources == MAX_SOURCES || strcmp(optarg, "civitai")) {
+                                fprintf(stderr, "stylus catalog: unknown or too many sources: %s\n",
+                                        optarg);
+                                return 2;
+                        }
+                        sources[n_sources++] = optarg;
+                        break;
+                case 'l':
+                        b.lease_ms = strtol(optarg, NULL, 10);
+                        break;
+                case 'm':
+                        b.max_attempts = (int)strtol(optarg, NULL, 10);
+                        break;
+                case 'r':
+                        refresh_s = strtol(optarg, NULL, 10);
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return 2;
+                }
+        }
+        if (!data || b.lease_ms <= 0 || b.max_attempts <= 0 || refresh_s < 0) {
+                usage(stderr);
+                return 2;
+        }
+        if (n_sources == 0)
+                sources[n_sources++] = "civitai";
+        log_setup("catalog", LOG_INFO);
+        worker_stop_on_signals(&stop);
+        if (catalog_open(data, &b.cat, &err)) {
+                log_error("%s", err.msg);
+                return 1;
+        }
+        for (size_t i = 0; i < n_sources; i++)
+                if (catalog_start_source(b.cat, sources[i], false, &err))
+                        log_error("%s", err.msg);
+        ctx = zmq_ctx_new();
+        b.sock = wire_socket(ctx, ZMQ_ROUTER);
+        if (!b.sock || zmq_bind(b.sock, bind) != 0) {
+                log_error("cannot bind %s: %s", bind, zmq_strerror(zmq_errno()));
+                goto out;
+        }
+        log_info("catalog %s serving on %s", data, bind);
+        next_refresh = wire_now_ms() + refresh_s * 1000;
+        while (!stop) {
+                struct wire_msg m;
+                int64_t now;
 
-		wire_wait(b.sock, 100);
-		while (!stop && (rc = wire_recv(b.sock, true, ZMQ_DONTWAIT, &m)) != ST_EAGAIN) {
-			if (rc == ST_EIO)
-				break;
-			if (rc == 0)
-				handle(&b, &m);
-			wire_msg_release(&m);
-		}
-		now = wire_now_ms();
-		expire(&b, now);
-		dispatch(&b);
-		if (refresh_s && now >= next_refresh) {
-			for (size_t i = 0; i < n_sources; i++)
-				catalog_start_source(b.cat, sources[i], true, &err);
-			next_refresh = now + refresh_s * 1000;
-		}
-	}
-	rc = 0;
-	log_info("catalog stopping after %llu results", (unsigned long long)b.results);
+                wire_wait(b.sock, 100);
+                while (!stop && (rc = wire_recv(b.sock, true, ZMQ_DONTWAIT, &m)) != ST_EAGAIN) {
+                        if (rc == ST_EIO)
+                                break;
+                        if (rc == 0)
+                                handle(&b, &m);
+                        wire_msg_release(&m);
+                }
+                now = wire_now_ms();
+                expire(&b, now);
+                dispatch(&b);
+                if (refresh_s && now >= next_refresh) {
+                        for (size_t i = 0; i < n_sources; i++)
+                                catalog_start_source(b.cat, sources[i], true, &err);
+                        next_refresh = now + refresh_s * 1000;
+                }
+        }
+        rc = 0;
+        log_info("catalog stopping after %llu results", (unsigned long long)b.results);
 out:
-	if (b.sock)
-		zmq_close(b.sock);
-	zmq_ctx_term(ctx);
-	catalog_close(&b.cat);
-	free(b.jobs);
-	return rc;
+        if (b.sock)
+                zmq_close(b.sock);
+        zmq_ctx_term(ctx);
+        catalog_close(&b.cat);
+        free(b.jobs);
+        return rc;
 }

@@ -3,19 +3,18 @@
  *
  *   DB          key                          value                                   notes
  *   meta        "version"                    u32 LE = 1                              format version
- *               "next_job"                   u64 LE                                  next job id to hand out
- *               "head_seq"                   u64 LE                                  last changelog seq used
- *   sources     source name (str)            msgpack {cursor: str|nil, done: bool,   one crawl cursor per source
- *                                                     pages: uint, passes: uint}
- *   records     doc id (str)                 msgpack raw_record (proto/doc.h)        content_hash inside
- *   docs        doc id                       msgpack st_doc                          content_hash = record's
- *   vectors     doc id                       msgpack {model: str, dim: uint,         dim f32 little-endian
- *                                                     content_hash: str, vector: bin}
- *   jobs_crawl  job id (u64 BE)              msgpack {source: str, cursor: str|nil}  pending crawl jobs
- *   jobs_refine job id (u64 BE)              msgpack {id: str}                       pending refine jobs
- *   jobs_embed  job id (u64 BE)              msgpack {id: str}                       pending embed jobs
- *   dead        stage (u8) + job id (u64 BE) msgpack {job: map, error: str}          jobs that kept failing
- *   changelog   seq (u64 BE)                 msgpack {op: "put"|"del", id: str}      doc/vector changes in order
+ *               "next_job"                   u64 LE                                  next job id to
+ * hand out "head_seq"                   u64 LE                                  last changelog seq
+ * used sources     source name (str)            msgpack {cursor: str|nil, done: bool,   one crawl
+ * cursor per source pages: uint, passes: uint} records     doc id (str)                 msgpack
+ * raw_record (proto/doc.h)        content_hash inside docs        doc id msgpack st_doc
+ * content_hash = record's vectors     doc id                       msgpack {model: str, dim: uint,
+ * dim f32 little-endian content_hash: str, vector: bin} jobs_crawl  job id (u64 BE) msgpack
+ * {source: str, cursor: str|nil}  pending crawl jobs jobs_refine job id (u64 BE) msgpack {id: str}
+ * pending refine jobs jobs_embed  job id (u64 BE)              msgpack {id: str} pending embed jobs
+ *   dead        stage (u8) + job id (u64 BE) msgpack {job: map, error: str}          jobs that kept
+ * failing changelog   seq (u64 BE)                 msgpack {op: "put"|"del", id: str} doc/vector
+ * changes in order
  *
  * Job ids and sequence numbers are big-endian so LMDB's byte order is their
  * numeric order: the oldest job is first.  Leases are the broker's, in
@@ -37,900 +36,911 @@
 #define MAP_SIZE       ((size_t)16 << 30) /* reserved address space, not disk */
 #define DECODE_LIMIT   (64u << 20)
 
-enum { DB_META, DB_SOURCES, DB_RECORDS, DB_DOCS, DB_VECTORS, DB_JOBS_CRAWL, DB_JOBS_REFINE,
-       DB_JOBS_EMBED, DB_DEAD, DB_CHANGELOG, DB_COUNT };
+enum {
+        DB_META,
+        DB_SOURCES,
+        DB_RECORDS,
+        DB_DOCS,
+        DB_VECTORS,
+        DB_JOBS_CRAWL,
+        DB_JOBS_REFINE,
+        DB_JOBS_EMBED,
+        DB_DEAD,
+        DB_CHANGELOG,
+        DB_COUNT
+};
 
 static const char *const db_names[DB_COUNT] = {
-	"meta", "sources", "records", "docs", "vectors", "jobs_crawl", "jobs_refine",
-	"jobs_embed", "dead", "changelog",
+    "meta",       "sources",     "records",    "docs", "vectors",
+    "jobs_crawl", "jobs_refine", "jobs_embed", "dead", "changelog",
 };
 
 struct catalog {
-	MDB_env *env;
-	MDB_dbi dbi[DB_COUNT];
+        MDB_env *env;
+        MDB_dbi dbi[DB_COUNT];
 };
 
 static const char *const stage_names[STAGE_COUNT] = {"crawl", "refine", "embed"};
 
 const char *catalog_stage_name(enum catalog_stage s)
 {
-	return s < STAGE_COUNT ? stage_names[s] : "unknown";
+        return s < STAGE_COUNT ? stage_names[s] : "unknown";
 }
 
 enum catalog_stage catalog_stage_from_name(const char *name)
 {
-	for (int s = 0; s < STAGE_COUNT; s++)
-		if (!strcmp(name, stage_names[s]))
-			return (enum catalog_stage)s;
-	return STAGE_COUNT;
+        for (int s = 0; s < STAGE_COUNT; s++)
+                if (!strcmp(name, stage_names[s]))
+                        return (enum catalog_stage)s;
+        return STAGE_COUNT;
 }
 
 static int db_fail(struct st_error *err, int mdb_rc, const char *what)
 {
-	return st_fail(err, ST_EDB, "%s: %s", what, mdb_strerror(mdb_rc));
+        return st_fail(err, ST_EDB, "%s: %s", what, mdb_strerror(mdb_rc));
 }
 
 static void be64(unsigned char out[8], uint64_t v)
 {
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		out[i] = (unsigned char)v;
+        for (int i = 7; i >= 0; i--, v >>= 8)
+                out[i] = (unsigned char)v;
 }
 
 static uint64_t from_be64(const void *p)
 {
-	const unsigned char *b = p;
-	uint64_t v = 0;
+        const unsigned char *b = p;
+        uint64_t v = 0;
 
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | b[i];
-	return v;
+        for (int i = 0; i < 8; i++)
+                v = v << 8 | b[i];
+        return v;
 }
 
 static MDB_val str_val(const char *s)
 {
-	MDB_val v = {strlen(s), (void *)s};
-	return v;
+        MDB_val v = {strlen(s), (void *)s};
+        return v;
 }
 
 static int meta_get_u64(struct catalog *c, MDB_txn *txn, const char *key, uint64_t *out)
 {
-	MDB_val k = str_val(key), v;
-	int rc = mdb_get(txn, c->dbi[DB_META], &k, &v);
+        MDB_val k = str_val(key), v;
+        int rc = mdb_get(txn, c->dbi[DB_META], &k, &v);
 
-	*out = 0;
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return rc;
-	if (v.mv_size != 8)
-		return MDB_CORRUPTED;
-	memcpy(out, v.mv_data, 8);
-	return 0;
+        *out = 0;
+        if (rc == MDB_NOTFOUND)
+                return 0;
+        if (rc)
+                return rc;
+        if (v.mv_size != 8)
+                return MDB_CORRUPTED;
+        memcpy(out, v.mv_data, 8);
+        return 0;
 }
 
 static int meta_put_u64(struct catalog *c, MDB_txn *txn, const char *key, uint64_t value)
 {
-	MDB_val k = str_val(key), v = {8, &value};
-	return mdb_put(txn, c->dbi[DB_META], &k, &v, 0);
+        MDB_val k = str_val(key), v = {8, &value};
+        return mdb_put(txn, c->dbi[DB_META], &k, &v, 0);
 }
 
 int catalog_open(const char *dir, struct catalog **out, struct st_error *err)
 {
-	struct catalog *c;
-	MDB_txn *txn;
-	uint32_t version = FORMAT_VERSION;
-	int rc, dead;
+        struct catalog *c;
+        MDB_txn *txn;
+        uint32_t version = FORMAT_VERSION;
+        int rc, dead;
 
-	if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-		return st_fail(err, ST_EIO, "cannot create %s: %s", dir, strerror(errno));
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return st_fail(err, ST_ENOMEM, "out of memory");
-	rc = mdb_env_create(&c->env);
-	if (rc)
-		goto out_free;
-	mdb_env_set_maxdbs(c->env, DB_COUNT);
-	mdb_env_set_mapsize(c->env, MAP_SIZE);
-	rc = mdb_env_open(c->env, dir, MDB_NOTLS, 0644);
-	if (rc)
-		goto out_env;
-	mdb_reader_check(c->env, &dead);
-	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
-	if (rc)
-		goto out_env;
-	for (int i = 0; i < DB_COUNT && !rc; i++)
-		rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &c->dbi[i]);
-	if (!rc) {
-		MDB_val k = str_val("version"), v;
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+                return st_fail(err, ST_EIO, "cannot create %s: %s", dir, strerror(errno));
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return st_fail(err, ST_ENOMEM, "out of memory");
+        rc = mdb_env_create(&c->env);
+        if (rc)
+                goto out_free;
+        mdb_env_set_maxdbs(c->env, DB_COUNT);
+        mdb_env_set_mapsize(c->env, MAP_SIZE);
+        rc = mdb_env_open(c->env, dir, MDB_NOTLS, 0644);
+        if (rc)
+                goto out_env;
+        mdb_reader_check(c->env, &dead);
+        rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+        if (rc)
+                goto out_env;
+        for (int i = 0; i < DB_COUNT && !rc; i++)
+                rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &c->dbi[i]);
+        if (!rc) {
+                MDB_val k = str_val("version"), v;
 
-		rc = mdb_get(txn, c->dbi[DB_META], &k, &v);
-		if (rc == MDB_NOTFOUND) {
-			v.mv_size = sizeof(version);
-			v.mv_data = &version;
-			rc = mdb_put(txn, c->dbi[DB_META], &k, &v, 0);
-		} else if (!rc && (v.mv_size != 4 || memcmp(v.mv_data, &version, 4))) {
-			mdb_txn_abort(txn);
-			mdb_env_close(c->env);
-			free(c);
-			return st_fail(err, ST_EDB, "%s: unsupported catalog format", dir);
-		}
-	}
-	if (rc) {
-		mdb_txn_abort(txn);
-		goto out_env;
-	}
-	rc = mdb_txn_commit(txn);
-	if (rc)
-		goto out_env;
-	*out = c;
-	return 0;
+                rc = mdb_get(txn, c->dbi[DB_META], &k, &v);
+                if (rc == MDB_NOTFOUND) {
+                        v.mv_size = sizeof(version);
+                        v.mv_data = &version;
+                        rc = mdb_put(txn, c->dbi[DB_META], &k, &v, 0);
+                } else if (!rc && (v.mv_size != 4 || memcmp(v.mv_data, &version, 4))) {
+                        mdb_txn_abort(txn);
+                        mdb_env_close(c->env);
+                        free(c);
+                        return st_fail(err, ST_EDB, "%s: unsupported catalog format", dir);
+                }
+        }
+        if (rc) {
+                mdb_txn_abort(txn);
+                goto out_env;
+        }
+        rc = mdb_txn_commit(txn);
+        if (rc)
+                goto out_env;
+        *out = c;
+        return 0;
 out_env:
-	mdb_env_close(c->env);
+        mdb_env_close(c->env);
 out_free:
-	free(c);
-	return db_fail(err, rc, dir);
+        free(c);
+        return db_fail(err, rc, dir);
 }
 
 void catalog_close(struct catalog **c)
 {
-	if (!*c)
-		return;
-	mdb_env_close((*c)->env);
-	free(*c);
-	*c = NULL;
+        if (!*c)
+                return;
+        mdb_env_close((*c)->env);
+        free(*c);
+        *c = NULL;
 }
 
 static MDB_dbi jobs_dbi(struct catalog *c, enum catalog_stage s)
 {
-	return c->dbi[DB_JOBS_CRAWL + s];
+        return c->dbi[DB_JOBS_CRAWL + s];
 }
 
 /* Put a packed job (sb) in stage s's queue under a new job id. */
 static int enqueue(struct catalog *c, MDB_txn *txn, enum catalog_stage s, msgpack_sbuffer *sb)
 {
-	uint64_t id;
-	unsigned char key[8];
-	MDB_val k = {8, key}, v = {sb->size, sb->data};
-	int rc = meta_get_u64(c, txn, "next_job", &id);
+        uint64_t id;
+        unsigned char key[8];
+        MDB_val k = {8, key}, v = {sb->size, sb->data};
+        int rc = meta_get_u64(c, txn, "next_job", &id);
 
-	if (rc)
-		return rc;
-	id++;
-	be64(key, id);
-	rc = mdb_put(txn, jobs_dbi(c, s), &k, &v, 0);
-	return rc ? rc : meta_put_u64(c, txn, "next_job", id);
+        if (rc)
+                return rc;
+        id++;
+        be64(key, id);
+        rc = mdb_put(txn, jobs_dbi(c, s), &k, &v, 0);
+        return rc ? rc : meta_put_u64(c, txn, "next_job", id);
 }
 
 static int enqueue_id(struct catalog *c, MDB_txn *txn, enum catalog_stage s, const char *id)
 {
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	int rc;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        int rc;
 
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 1);
-	wire_pack_kv_str(&pk, "id", id);
-	rc = enqueue(c, txn, s, &sb);
-	msgpack_sbuffer_destroy(&sb);
-	return rc;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 1);
+        wire_pack_kv_str(&pk, "id", id);
+        rc = enqueue(c, txn, s, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        return rc;
 }
 
 static int enqueue_crawl(struct catalog *c, MDB_txn *txn, const char *source, const char *cursor)
 {
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	int rc;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        int rc;
 
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 2);
-	wire_pack_kv_str(&pk, "source", source);
-	wire_pack_kv_str(&pk, "cursor", cursor);
-	rc = enqueue(c, txn, STAGE_CRAWL, &sb);
-	msgpack_sbuffer_destroy(&sb);
-	return rc;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 2);
+        wire_pack_kv_str(&pk, "source", source);
+        wire_pack_kv_str(&pk, "cursor", cursor);
+        rc = enqueue(c, txn, STAGE_CRAWL, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        return rc;
 }
 
 static int delete_job(struct catalog *c, MDB_txn *txn, enum catalog_stage s, uint64_t job_id)
 {
-	unsigned char key[8];
-	MDB_val k = {8, key};
-	int rc;
+        unsigned char key[8];
+        MDB_val k = {8, key};
+        int rc;
 
-	be64(key, job_id);
-	rc = mdb_del(txn, jobs_dbi(c, s), &k, NULL);
-	return rc == MDB_NOTFOUND ? 0 : rc;
+        be64(key, job_id);
+        rc = mdb_del(txn, jobs_dbi(c, s), &k, NULL);
+        return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 /* MDB_NOTFOUND when job_id is no longer queued: its result was applied already. */
 static int job_exists(struct catalog *c, MDB_txn *txn, enum catalog_stage s, uint64_t job_id)
 {
-	unsigned char key[8];
-	MDB_val k = {8, key}, v;
+        unsigned char key[8];
+        MDB_val k = {8, key}, v;
 
-	be64(key, job_id);
-	return mdb_get(txn, jobs_dbi(c, s), &k, &v);
+        be64(key, job_id);
+        return mdb_get(txn, jobs_dbi(c, s), &k, &v);
 }
 
 /* End a write transaction: commit on success; a result already applied is no error. */
 static int finish(MDB_txn *txn, int rc)
 {
-	if (rc) {
-		mdb_txn_abort(txn);
-		return rc == MDB_NOTFOUND ? 0 : rc;
-	}
-	return mdb_txn_commit(txn);
+        if (rc) {
+                mdb_txn_abort(txn);
+                return rc == MDB_NOTFOUND ? 0 : rc;
+        }
+        return mdb_txn_commit(txn);
 }
 
 struct source_state {
-	char *cursor;
-	bool done;
-	uint64_t pages;
-	uint64_t passes;
+        char *cursor;
+        bool done;
+        uint64_t pages;
+        uint64_t passes;
 };
 
 static int source_get(struct catalog *c, MDB_txn *txn, const char *source, struct arena *a,
-		      struct source_state *st)
+                      struct source_state *st)
 {
-	MDB_val k = str_val(source), v;
-	msgpack_unpacked u;
-	size_t off = 0;
-	int rc = mdb_get(txn, c->dbi[DB_SOURCES], &k, &v);
+        MDB_val k = str_val(source), v;
+        msgpack_unpacked u;
+        size_t off = 0;
+        int rc = mdb_get(txn, c->dbi[DB_SOURCES], &k, &v);
 
-	memset(st, 0, sizeof(*st));
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return rc;
-	msgpack_unpacked_init(&u);
-	if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, &off) != MSGPACK_UNPACK_SUCCESS) {
-		msgpack_unpacked_destroy(&u);
-		return MDB_CORRUPTED;
-	}
-	wire_get_str(&u.data, "cursor", a, &st->cursor);
-	wire_get_bool(&u.data, "done", &st->done);
-	wire_get_u64(&u.data, "pages", &st->pages);
-	wire_get_u64(&u.data, "passes", &st->passes);
-	msgpack_unpacked_destroy(&u);
-	return 0;
+        memset(st, 0, sizeof(*st));
+        if (rc == MDB_NOTFOUND)
+                return 0;
+        if (rc)
+                return rc;
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, &off) != MSGPACK_UNPACK_SUCCESS) {
+                msgpack_unpacked_destroy(&u);
+                return MDB_CORRUPTED;
+        }
+        wire_get_str(&u.data, "cursor", a, &st->cursor);
+        wire_get_bool(&u.data, "done", &st->done);
+        wire_get_u64(&u.data, "pages", &st->pages);
+        wire_get_u64(&u.data, "passes", &st->passes);
+        msgpack_unpacked_destroy(&u);
+        return 0;
 }
 
 static int source_put(struct catalog *c, MDB_txn *txn, const char *source,
-		      const struct source_state *st)
+                      const struct source_state *st)
 {
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	MDB_val k = str_val(source), v;
-	int rc;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        MDB_val k = str_val(source), v;
+        int rc;
 
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 4);
-	wire_pack_kv_str(&pk, "cursor", st->cursor);
-	wire_pack_kv_bool(&pk, "done", st->done);
-	wire_pack_kv_u64(&pk, "pages", st->pages);
-	wire_pack_kv_u64(&pk, "passes", st->passes);
-	v.mv_size = sb.size;
-	v.mv_data = sb.data;
-	rc = mdb_put(txn, c->dbi[DB_SOURCES], &k, &v, 0);
-	msgpack_sbuffer_destroy(&sb);
-	return rc;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 4);
+        wire_pack_kv_str(&pk, "cursor", st->cursor);
+        wire_pack_kv_bool(&pk, "done", st->done);
+        wire_pack_kv_u64(&pk, "pages", st->pages);
+        wire_pack_kv_u64(&pk, "passes", st->passes);
+        v.mv_size = sb.size;
+        v.mv_data = sb.data;
+        rc = mdb_put(txn, c->dbi[DB_SOURCES], &k, &v, 0);
+        msgpack_sbuffer_destroy(&sb);
+        return rc;
 }
 
 /* True when a crawl job for source is already queued. */
 static int crawl_queued(struct catalog *c, MDB_txn *txn, const char *source, bool *queued)
 {
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int rc = mdb_cursor_open(txn, jobs_dbi(c, STAGE_CRAWL), &cur);
+        MDB_cursor *cur;
+        MDB_val k, v;
+        int rc = mdb_cursor_open(txn, jobs_dbi(c, STAGE_CRAWL), &cur);
 
-	*queued = false;
-	if (rc)
-		return rc;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && !*queued;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		msgpack_unpacked u;
-		size_t off = 0;
-		const char *s;
-		size_t len;
+        *queued = false;
+        if (rc)
+                return rc;
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && !*queued;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                msgpack_unpacked u;
+                size_t off = 0;
+                const char *s;
+                size_t len;
 
-		msgpack_unpacked_init(&u);
-		if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, &off) == MSGPACK_UNPACK_SUCCESS &&
-		    !wire_get_bytes(&u.data, "source", &s, &len))
-			*queued = len == strlen(source) && !memcmp(s, source, len);
-		msgpack_unpacked_destroy(&u);
-	}
-	mdb_cursor_close(cur);
-	return rc == MDB_NOTFOUND ? 0 : rc;
+                msgpack_unpacked_init(&u);
+                if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, &off) == MSGPACK_UNPACK_SUCCESS &&
+                    !wire_get_bytes(&u.data, "source", &s, &len))
+                        *queued = len == strlen(source) && !memcmp(s, source, len);
+                msgpack_unpacked_destroy(&u);
+        }
+        mdb_cursor_close(cur);
+        return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-int catalog_start_source(struct catalog *c, const char *source, bool restart,
-			 struct st_error *err)
+int catalog_start_source(struct catalog *c, const char *source, bool restart, struct st_error *err)
 {
-	struct source_state st;
-	struct arena a;
-	MDB_txn *txn;
-	bool queued;
-	int rc;
+        struct source_state st;
+        struct arena a;
+        MDB_txn *txn;
+        bool queued;
+        int rc;
 
-	arena_init(&a, 1 << 20);
-	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
-	if (rc)
-		goto out;
-	rc = source_get(c, txn, source, &a, &st);
-	if (!rc)
-		rc = crawl_queued(c, txn, source, &queued);
-	if (!rc && !queued && (!st.done || restart)) {
-		if (st.done) {
-			st.done = false;
-			st.cursor = NULL;
-		}
-		rc = source_put(c, txn, source, &st);
-		if (!rc)
-			rc = enqueue_crawl(c, txn, source, st.cursor);
-	}
-	if (rc)
-		mdb_txn_abort(txn);
-	else
-		rc = mdb_txn_commit(txn);
+        arena_init(&a, 1 << 20);
+        rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+        if (rc)
+                goto out;
+        rc = source_get(c, txn, source, &a, &st);
+        if (!rc)
+                rc = crawl_queued(c, txn, source, &queued);
+        if (!rc && !queued && (!st.done || restart)) {
+                if (st.done) {
+                        st.done = false;
+                        st.cursor = NULL;
+                }
+                rc = source_put(c, txn, source, &st);
+                if (!rc)
+                        rc = enqueue_crawl(c, txn, source, st.cursor);
+        }
+        if (rc)
+                mdb_txn_abort(txn);
+        else
+                rc = mdb_txn_commit(txn);
 out:
-	arena_release(&a);
-	return rc ? db_fail(err, rc, "start source") : 0;
+        arena_release(&a);
+        return rc ? db_fail(err, rc, "start source") : 0;
 }
 
 /* Store one crawled record when new or changed; queue its refine job. */
 static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o,
-			struct catalog_crawl_counts *counts)
+                        struct catalog_crawl_counts *counts)
 {
-	struct st_raw_record r;
-	struct st_error e = {0};
-	struct arena a;
-	char hash[65];
-	char *buf = NULL;
-	size_t len;
-	MDB_val k, v;
-	int rc;
+        struct st_raw_record r;
+        struct st_error e = {0};
+        struct arena a;
+        char hash[65];
+        char *buf = NULL;
+        size_t len;
+        MDB_val k, v;
+        int rc;
 
-	arena_init(&a, DECODE_LIMIT);
-	rc = st_raw_record_from_object(o, &a, &r, &e);
-	if (!rc)
-		rc = st_raw_record_hash(&r, hash);
-	if (rc) {
-		log_warn("rejected a crawled record: %s", st_error_text(&e, rc));
-		counts->rejected++;
-		rc = 0;
-		goto out;
-	}
-	r.content_hash = hash;
-	k = str_val(r.id);
-	rc = mdb_get(txn, c->dbi[DB_RECORDS], &k, &v);
-	if (rc == 0) {
-		struct st_raw_record old;
+        arena_init(&a, DECODE_LIMIT);
+        rc = st_raw_record_from_object(o, &a, &r, &e);
+        if (!rc)
+                rc = st_raw_record_hash(&r, hash);
+        if (rc) {
+                log_warn("rejected a crawled record: %s", st_error_text(&e, rc));
+                counts->rejected++;
+                rc = 0;
+                goto out;
+        }
+        r.content_hash = hash;
+        k = str_val(r.id);
+        rc = mdb_get(txn, c->dbi[DB_RECORDS], &k, &v);
+        if (rc == 0) {
+                struct st_raw_record old;
 
-		if (!st_raw_record_from_msgpack(v.mv_data, v.mv_size, &a, &old, NULL) &&
-		    old.content_hash && !strcmp(old.content_hash, hash)) {
-			counts->unchanged++;
-			goto out;
-		}
-		counts->changed++;
-	} else if (rc == MDB_NOTFOUND) {
-		counts->added++;
-	} else {
-		goto out;
-	}
-	rc = st_raw_record_to_msgpack(&r, &buf, &len);
-	if (rc) {
-		rc = MDB_PANIC;
-		goto out;
-	}
-	v.mv_size = len;
-	v.mv_data = buf;
-	rc = mdb_put(txn, c->dbi[DB_RECORDS], &k, &v, 0);
-	if (!rc)
-		rc = enqueue_id(c, txn, STAGE_REFINE, r.id);
+                if (!st_raw_record_from_msgpack(v.mv_data, v.mv_size, &a, &old, NULL) &&
+                    old.content_hash && !strcmp(old.content_hash, hash)) {
+                        counts->unchanged++;
+                        goto out;
+                }
+                counts->changed++;
+        } else if (rc == MDB_NOTFOUND) {
+                counts->added++;
+        } else {
+                goto out;
+        }
+        rc = st_raw_record_to_msgpack(&r, &buf, &len);
+        if (rc) {
+                rc = MDB_PANIC;
+                goto out;
+        }
+        v.mv_size = len;
+        v.mv_data = buf;
+        rc = mdb_put(txn, c->dbi[DB_RECORDS], &k, &v, 0);
+        if (!rc)
+                rc = enqueue_id(c, txn, STAGE_REFINE, r.id);
 out:
-	free(buf);
-	arena_release(&a);
-	return rc;
+        free(buf);
+        arena_release(&a);
+        return rc;
 }
 
 int catalog_apply_crawl(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
-			struct catalog_crawl_counts *counts, struct st_error *err)
+                        struct catalog_crawl_counts *counts, struct st_error *err)
 {
-	struct arena a;
-	struct source_state st;
-	const msgpack_object *records = wire_get(payload, "records");
-	char *source = NULL, *next = NULL;
-	MDB_txn *txn;
-	int rc;
+        struct arena a;
+        struct source_state st;
+        const msgpack_object *records = wire_get(payload, "records");
+        char *source = NULL, *next = NULL;
+        MDB_txn *txn;
+        int rc;
 
-	memset(counts, 0, sizeof(*counts));
-	arena_init(&a, 1 << 20);
-	if (wire_get_str(payload, "source", &a, &source) || !records ||
-	    records->type != MSGPACK_OBJECT_ARRAY) {
-		arena_release(&a);
-		return st_fail(err, ST_EPROTO, "crawl result needs source and records");
-	}
-	wire_get_str(payload, "next_cursor", &a, &next);
-	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
-	if (rc)
-		goto out;
-	rc = job_exists(c, txn, STAGE_CRAWL, job_id);
-	for (uint32_t i = 0; i < records->via.array.size && !rc; i++)
-		rc = apply_record(c, txn, &records->via.array.ptr[i], counts);
-	if (!rc)
-		rc = source_get(c, txn, source, &a, &st);
-	if (!rc) {
-		st.pages++;
-		st.cursor = next;
-		st.done = next == NULL;
-		if (st.done)
-			st.passes++;
-		rc = source_put(c, txn, source, &st);
-	}
-	if (!rc && next)
-		rc = enqueue_crawl(c, txn, source, next);
-	if (!rc)
-		rc = delete_job(c, txn, STAGE_CRAWL, job_id);
-	rc = finish(txn, rc);
+        memset(counts, 0, sizeof(*counts));
+        arena_init(&a, 1 << 20);
+        if (wire_get_str(payload, "source", &a, &source) || !records ||
+            records->type != MSGPACK_OBJECT_ARRAY) {
+                arena_release(&a);
+                return st_fail(err, ST_EPROTO, "crawl result needs source and records");
+        }
+        wire_get_str(payload, "next_cursor", &a, &next);
+        rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+        if (rc)
+                goto out;
+        rc = job_exists(c, txn, STAGE_CRAWL, job_id);
+        for (uint32_t i = 0; i < records->via.array.size && !rc; i++)
+                rc = apply_record(c, txn, &records->via.array.ptr[i], counts);
+        if (!rc)
+                rc = source_get(c, txn, source, &a, &st);
+        if (!rc) {
+                st.pages++;
+                st.cursor = next;
+                st.done = next == NULL;
+                if (st.done)
+                        st.passes++;
+                rc = source_put(c, txn, source, &st);
+        }
+        if (!rc && next)
+                rc = enqueue_crawl(c, txn, source, next);
+        if (!rc)
+                rc = delete_job(c, txn, STAGE_CRAWL, job_id);
+        rc = finish(txn, rc);
 out:
-	arena_release(&a);
-	return rc ? db_fail(err, rc, "apply crawl result") : 0;
+        arena_release(&a);
+        return rc ? db_fail(err, rc, "apply crawl result") : 0;
 }
 
 /* Content hash of the record currently stored under id (into a), or NULL. */
 static int current_hash(struct catalog *c, MDB_txn *txn, const char *id, struct arena *a,
-			char **hash)
+                        char **hash)
 {
-	struct st_raw_record r;
-	MDB_val k = str_val(id), v;
-	int rc = mdb_get(txn, c->dbi[DB_RECORDS], &k, &v);
+        struct st_raw_record r;
+        MDB_val k = str_val(id), v;
+        int rc = mdb_get(txn, c->dbi[DB_RECORDS], &k, &v);
 
-	*hash = NULL;
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return rc;
-	if (st_raw_record_from_msgpack(v.mv_data, v.mv_size, a, &r, NULL))
-		return MDB_CORRUPTED;
-	*hash = r.content_hash;
-	return 0;
+        *hash = NULL;
+        if (rc == MDB_NOTFOUND)
+                return 0;
+        if (rc)
+                return rc;
+        if (st_raw_record_from_msgpack(v.mv_data, v.mv_size, a, &r, NULL))
+                return MDB_CORRUPTED;
+        *hash = r.content_hash;
+        return 0;
 }
 
 int catalog_apply_doc(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
-		      struct st_error *err)
+                      struct st_error *err)
 {
-	struct st_doc d;
-	struct st_error e = {0};
-	struct arena a;
-	char *hash, *buf = NULL;
-	size_t len;
-	MDB_txn *txn;
-	MDB_val k, v;
-	const msgpack_object *o = wire_get(payload, "doc");
-	int rc;
+        struct st_doc d;
+        struct st_error e = {0};
+        struct arena a;
+        char *hash, *buf = NULL;
+        size_t len;
+        MDB_txn *txn;
+        MDB_val k, v;
+        const msgpack_object *o = wire_get(payload, "doc");
+        int rc;
 
-	arena_init(&a, DECODE_LIMIT);
-	rc = o ? st_doc_from_object(o, &a, &d, &e) : ST_EMISSING;
-	if (!rc && !d.content_hash)
-		rc = ST_EMISSING;
-	if (!rc)
-		rc = st_doc_to_msgpack(&d, &buf, &len);
-	if (rc) {
-		arena_release(&a);
-		return st_fail(err, ST_EPROTO, "refine result: %s", st_error_text(&e, rc));
-	}
-	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
-	if (rc)
-		goto out;
-	rc = job_exists(c, txn, STAGE_REFINE, job_id);
-	if (!rc)
-		rc = current_hash(c, txn, d.id, &a, &hash);
-	if (!rc && hash && !strcmp(hash, d.content_hash)) {
-		k = str_val(d.id);
-		v.mv_size = len;
-		v.mv_data = buf;
-		rc = mdb_put(txn, c->dbi[DB_DOCS], &k, &v, 0);
-		if (!rc)
-			rc = enqueue_id(c, txn, STAGE_EMBED, d.id);
-	} else if (!rc) {
-		log_info("dropped a stale doc for %s", d.id);
-	}
-	if (!rc)
-		rc = delete_job(c, txn, STAGE_REFINE, job_id);
-	rc = finish(txn, rc);
+        arena_init(&a, DECODE_LIMIT);
+        rc = o ? st_doc_from_object(o, &a, &d, &e) : ST_EMISSING;
+        if (!rc && !d.content_hash)
+                rc = ST_EMISSING;
+        if (!rc)
+                rc = st_doc_to_msgpack(&d, &buf, &len);
+        if (rc) {
+                arena_release(&a);
+                return st_fail(err, ST_EPROTO, "refine result: %s", st_error_text(&e, rc));
+        }
+        rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+        if (rc)
+                goto out;
+        rc = job_exists(c, txn, STAGE_REFINE, job_id);
+        if (!rc)
+                rc = current_hash(c, txn, d.id, &a, &hash);
+        if (!rc && hash && !strcmp(hash, d.content_hash)) {
+                k = str_val(d.id);
+                v.mv_size = len;
+                v.mv_data = buf;
+                rc = mdb_put(txn, c->dbi[DB_DOCS], &k, &v, 0);
+                if (!rc)
+                        rc = enqueue_id(c, txn, STAGE_EMBED, d.id);
+        } else if (!rc) {
+                log_info("dropped a stale doc for %s", d.id);
+        }
+        if (!rc)
+                rc = delete_job(c, txn, STAGE_REFINE, job_id);
+        rc = finish(txn, rc);
 out:
-	free(buf);
-	arena_release(&a);
-	return rc ? db_fail(err, rc, "apply doc") : 0;
+        free(buf);
+        arena_release(&a);
+        return rc ? db_fail(err, rc, "apply doc") : 0;
 }
 
 static int append_change(struct catalog *c, MDB_txn *txn, const char *op, const char *id)
 {
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	unsigned char key[8];
-	MDB_val k = {8, key}, v;
-	uint64_t seq;
-	int rc = meta_get_u64(c, txn, "head_seq", &seq);
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        unsigned char key[8];
+        MDB_val k = {8, key}, v;
+        uint64_t seq;
+        int rc = meta_get_u64(c, txn, "head_seq", &seq);
 
-	if (rc)
-		return rc;
-	seq++;
-	be64(key, seq);
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 2);
-	wire_pack_kv_str(&pk, "op", op);
-	wire_pack_kv_str(&pk, "id", id);
-	v.mv_size = sb.size;
-	v.mv_data = sb.data;
-	rc = mdb_put(txn, c->dbi[DB_CHANGELOG], &k, &v, MDB_APPEND);
-	msgpack_sbuffer_destroy(&sb);
-	return rc ? rc : meta_put_u64(c, txn, "head_seq", seq);
+        if (rc)
+                return rc;
+        seq++;
+        be64(key, seq);
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 2);
+        wire_pack_kv_str(&pk, "op", op);
+        wire_pack_kv_str(&pk, "id", id);
+        v.mv_size = sb.size;
+        v.mv_data = sb.data;
+        rc = mdb_put(txn, c->dbi[DB_CHANGELOG], &k, &v, MDB_APPEND);
+        msgpack_sbuffer_destroy(&sb);
+        return rc ? rc : meta_put_u64(c, txn, "head_seq", seq);
 }
 
 int catalog_apply_vector(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
-			 struct st_error *err)
+                         struct st_error *err)
 {
-	struct arena a;
-	char *id = NULL, *hash = NULL, *model = NULL, *current;
-	const char *vec;
-	size_t vec_len;
-	uint64_t dim;
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	MDB_txn *txn;
-	MDB_val k, v;
-	int rc;
+        struct arena a;
+        char *id = NULL, *hash = NULL, *model = NULL, *current;
+        const char *vec;
+        size_t vec_len;
+        uint64_t dim;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        MDB_txn *txn;
+        MDB_val k, v;
+        int rc;
 
-	arena_init(&a, 1 << 20);
-	if (wire_get_str(payload, "id", &a, &id) ||
-	    wire_get_str(payload, "content_hash", &a, &hash) ||
-	    wire_get_str(payload, "model", &a, &model) || wire_get_u64(payload, "dim", &dim) ||
-	    wire_get_bytes(payload, "vector", &vec, &vec_len) || dim == 0 ||
-	    vec_len != dim * sizeof(float)) {
-		arena_release(&a);
-		return st_fail(err, ST_EPROTO, "embed result needs id, content_hash, model, "
-					       "dim and a vector of dim floats");
-	}
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 4);
-	wire_pack_kv_str(&pk, "model", model);
-	wire_pack_kv_u64(&pk, "dim", dim);
-	wire_pack_kv_str(&pk, "content_hash", hash);
-	wire_pack_kv_bin(&pk, "vector", vec, vec_len);
-	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
-	if (rc)
-		goto out;
-	rc = job_exists(c, txn, STAGE_EMBED, job_id);
-	if (!rc)
-		rc = current_hash(c, txn, id, &a, &current);
-	if (!rc && current && !strcmp(current, hash)) {
-		k = str_val(id);
-		v.mv_size = sb.size;
-		v.mv_data = sb.data;
-		rc = mdb_put(txn, c->dbi[DB_VECTORS], &k, &v, 0);
-		if (!rc)
-			rc = append_change(c, txn, "put", id);
-	} else if (!rc) {
-		log_info("dropped a stale vector for %s", id);
-	}
-	if (!rc)
-		rc = delete_job(c, txn, STAGE_EMBED, job_id);
-	rc = finish(txn, rc);
+        arena_init(&a, 1 << 20);
+        if (wire_get_str(payload, "id", &a, &id) ||
+            wire_get_str(payload, "content_hash", &a, &hash) ||
+            wire_get_str(payload, "model", &a, &model) || wire_get_u64(payload, "dim", &dim) ||
+            wire_get_bytes(payload, "vector", &vec, &vec_len) || dim == 0 ||
+            vec_len != dim * sizeof(float)) {
+                arena_release(&a);
+                return st_fail(err, ST_EPROTO,
+                               "embed result needs id, content_hash, model, "
+                               "dim and a vector of dim floats");
+        }
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 4);
+        wire_pack_kv_str(&pk, "model", model);
+        wire_pack_kv_u64(&pk, "dim", dim);
+        wire_pack_kv_str(&pk, "content_hash", hash);
+        wire_pack_kv_bin(&pk, "vector", vec, vec_len);
+        rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+        if (rc)
+                goto out;
+        rc = job_exists(c, txn, STAGE_EMBED, job_id);
+        if (!rc)
+                rc = current_hash(c, txn, id, &a, &current);
+        if (!rc && current && !strcmp(current, hash)) {
+                k = str_val(id);
+                v.mv_size = sb.size;
+                v.mv_data = sb.data;
+                rc = mdb_put(txn, c->dbi[DB_VECTORS], &k, &v, 0);
+                if (!rc)
+                        rc = append_change(c, txn, "put", id);
+        } else if (!rc) {
+                log_info("dropped a stale vector for %s", id);
+        }
+        if (!rc)
+                rc = delete_job(c, txn, STAGE_EMBED, job_id);
+        rc = finish(txn, rc);
 out:
-	msgpack_sbuffer_destroy(&sb);
-	arena_release(&a);
-	return rc ? db_fail(err, rc, "apply vector") : 0;
+        msgpack_sbuffer_destroy(&sb);
+        arena_release(&a);
+        return rc ? db_fail(err, rc, "apply vector") : 0;
 }
 
 int catalog_bury_job(struct catalog *c, enum catalog_stage s, uint64_t job_id, const char *why,
-		     struct st_error *err)
+                     struct st_error *err)
 {
-	unsigned char key[9];
-	MDB_val k = {8, key + 1}, v, dk = {9, key};
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	MDB_txn *txn;
-	int rc;
+        unsigned char key[9];
+        MDB_val k = {8, key + 1}, v, dk = {9, key};
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        MDB_txn *txn;
+        int rc;
 
-	key[0] = (unsigned char)s;
-	be64(key + 1, job_id);
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
-	if (rc)
-		goto out;
-	rc = mdb_get(txn, jobs_dbi(c, s), &k, &v);
-	if (!rc) {
-		msgpack_pack_map(&pk, 2);
-		wire_pack_key(&pk, "job");
-		msgpack_sbuffer_write(&sb, v.mv_data, v.mv_size);
-		wire_pack_kv_str(&pk, "error", why);
-		v.mv_size = sb.size;
-		v.mv_data = sb.data;
-		rc = mdb_put(txn, c->dbi[DB_DEAD], &dk, &v, 0);
-		if (!rc)
-			rc = delete_job(c, txn, s, job_id);
-	}
-	if (rc)
-		mdb_txn_abort(txn);
-	else
-		rc = mdb_txn_commit(txn);
+        key[0] = (unsigned char)s;
+        be64(key + 1, job_id);
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+        if (rc)
+                goto out;
+        rc = mdb_get(txn, jobs_dbi(c, s), &k, &v);
+        if (!rc) {
+                msgpack_pack_map(&pk, 2);
+                wire_pack_key(&pk, "job");
+                msgpack_sbuffer_write(&sb, v.mv_data, v.mv_size);
+                wire_pack_kv_str(&pk, "error", why);
+                v.mv_size = sb.size;
+                v.mv_data = sb.data;
+                rc = mdb_put(txn, c->dbi[DB_DEAD], &dk, &v, 0);
+                if (!rc)
+                        rc = delete_job(c, txn, s, job_id);
+        }
+        if (rc)
+                mdb_txn_abort(txn);
+        else
+                rc = mdb_txn_commit(txn);
 out:
-	msgpack_sbuffer_destroy(&sb);
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	return rc ? db_fail(err, rc, "bury job") : 0;
+        msgpack_sbuffer_destroy(&sb);
+        if (rc == MDB_NOTFOUND)
+                return 0;
+        return rc ? db_fail(err, rc, "bury job") : 0;
 }
 
 /* Write the map stored under id in db as the value of key into pk's buffer. */
 static int pack_stored(struct catalog *c, MDB_txn *txn, int db, const char *id, const char *key,
-		       msgpack_packer *pk)
+                       msgpack_packer *pk)
 {
-	MDB_val k = str_val(id), v;
-	int rc = mdb_get(txn, c->dbi[db], &k, &v);
+        MDB_val k = str_val(id), v;
+        int rc = mdb_get(txn, c->dbi[db], &k, &v);
 
-	if (rc)
-		return rc;
-	wire_pack_key(pk, key);
-	msgpack_sbuffer_write(pk->data, v.mv_data, v.mv_size);
-	return 0;
+        if (rc)
+                return rc;
+        wire_pack_key(pk, key);
+        msgpack_sbuffer_write(pk->data, v.mv_data, v.mv_size);
+        return 0;
 }
 
 /* Pack the payload of one job; MDB_NOTFOUND when what it refers to is gone. */
 static int pack_payload(struct catalog *c, MDB_txn *txn, enum catalog_stage s, const MDB_val *job,
-			msgpack_packer *pk)
+                        msgpack_packer *pk)
 {
-	struct arena a;
-	msgpack_unpacked u;
-	size_t off = 0;
-	char *id = NULL;
-	int rc = MDB_CORRUPTED;
+        struct arena a;
+        msgpack_unpacked u;
+        size_t off = 0;
+        char *id = NULL;
+        int rc = MDB_CORRUPTED;
 
-	if (s == STAGE_CRAWL) {
-		msgpack_sbuffer_write(pk->data, job->mv_data, job->mv_size);
-		return 0;
-	}
-	arena_init(&a, 1 << 16);
-	msgpack_unpacked_init(&u);
-	if (msgpack_unpack_next(&u, job->mv_data, job->mv_size, &off) == MSGPACK_UNPACK_SUCCESS &&
-	    !wire_get_str(&u.data, "id", &a, &id)) {
-		msgpack_pack_map(pk, 1);
-		if (s == STAGE_REFINE)
-			rc = pack_stored(c, txn, DB_RECORDS, id, "record", pk);
-		else
-			rc = pack_stored(c, txn, DB_DOCS, id, "doc", pk);
-	}
-	msgpack_unpacked_destroy(&u);
-	arena_release(&a);
-	return rc;
+        if (s == STAGE_CRAWL) {
+                msgpack_sbuffer_write(pk->data, job->mv_data, job->mv_size);
+                return 0;
+        }
+        arena_init(&a, 1 << 16);
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, job->mv_data, job->mv_size, &off) == MSGPACK_UNPACK_SUCCESS &&
+            !wire_get_str(&u.data, "id", &a, &id)) {
+                msgpack_pack_map(pk, 1);
+                if (s == STAGE_REFINE)
+                        rc = pack_stored(c, txn, DB_RECORDS, id, "record", pk);
+                else
+                        rc = pack_stored(c, txn, DB_DOCS, id, "doc", pk);
+        }
+        msgpack_unpacked_destroy(&u);
+        arena_release(&a);
+        return rc;
 }
 
-int catalog_pack_next_job(struct catalog *c, enum catalog_stage s, catalog_job_busy busy,
-			  void *ctx, msgpack_packer *pk, uint64_t *job_id)
+int catalog_pack_next_job(struct catalog *c, enum catalog_stage s, catalog_job_busy busy, void *ctx,
+                          msgpack_packer *pk, uint64_t *job_id)
 {
-	MDB_txn *txn;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+        MDB_txn *txn;
+        MDB_cursor *cur;
+        MDB_val k, v;
+        int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
 
-	if (rc)
-		return db_fail(NULL, rc, "");
-	rc = mdb_cursor_open(txn, jobs_dbi(c, s), &cur);
-	for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint64_t id = k.mv_size == 8 ? from_be64(k.mv_data) : 0;
+        if (rc)
+                return db_fail(NULL, rc, "");
+        rc = mdb_cursor_open(txn, jobs_dbi(c, s), &cur);
+        for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                uint64_t id = k.mv_size == 8 ? from_be64(k.mv_data) : 0;
 
-		if (!id || busy(ctx, s, id))
-			continue;
-		msgpack_pack_map(pk, 3);
-		wire_pack_kv_u64(pk, "job_id", id);
-		wire_pack_kv_str(pk, "stage", catalog_stage_name(s));
-		wire_pack_key(pk, "payload");
-		rc = pack_payload(c, txn, s, &v, pk);
-		if (rc) {
-			/* The record or doc went away: nothing to do; packing starts over. */
-			log_warn("%s job %llu refers to a missing item", catalog_stage_name(s),
-				 (unsigned long long)id);
-			((msgpack_sbuffer *)pk->data)->size = 0;
-			continue;
-		}
-		*job_id = id;
-		break;
-	}
-	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	return rc == MDB_NOTFOUND ? ST_ENOTFOUND : rc ? ST_EDB : 0;
+                if (!id || busy(ctx, s, id))
+                        continue;
+                msgpack_pack_map(pk, 3);
+                wire_pack_kv_u64(pk, "job_id", id);
+                wire_pack_kv_str(pk, "stage", catalog_stage_name(s));
+                wire_pack_key(pk, "payload");
+                rc = pack_payload(c, txn, s, &v, pk);
+                if (rc) {
+                        /* The record or doc went away: nothing to do; packing starts over. */
+                        log_warn("%s job %llu refers to a missing item", catalog_stage_name(s),
+                                 (unsigned long long)id);
+                        ((msgpack_sbuffer *)pk->data)->size = 0;
+                        continue;
+                }
+                *job_id = id;
+                break;
+        }
+        mdb_cursor_close(cur);
+        mdb_txn_abort(txn);
+        return rc == MDB_NOTFOUND ? ST_ENOTFOUND : rc ? ST_EDB : 0;
 }
 
 static size_t db_count(struct catalog *c, MDB_txn *txn, int db)
 {
-	MDB_stat st;
+        MDB_stat st;
 
-	if (mdb_stat(txn, c->dbi[db], &st))
-		return 0;
-	return st.ms_entries;
+        if (mdb_stat(txn, c->dbi[db], &st))
+                return 0;
+        return st.ms_entries;
 }
 
 static void pack_sources(struct catalog *c, MDB_txn *txn, msgpack_packer *pk)
 {
-	struct arena a;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	size_t n = db_count(c, txn, DB_SOURCES), i = 0;
+        struct arena a;
+        MDB_cursor *cur;
+        MDB_val k, v;
+        size_t n = db_count(c, txn, DB_SOURCES), i = 0;
 
-	arena_init(&a, 1 << 20);
-	msgpack_pack_map(pk, n);
-	if (mdb_cursor_open(txn, c->dbi[DB_SOURCES], &cur))
-		return;
-	for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && i < n;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), i++) {
-		char *name = arena_strndup(&a, k.mv_data, k.mv_size);
-		struct source_state st;
+        arena_init(&a, 1 << 20);
+        msgpack_pack_map(pk, n);
+        if (mdb_cursor_open(txn, c->dbi[DB_SOURCES], &cur))
+                return;
+        for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && i < n;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), i++) {
+                char *name = arena_strndup(&a, k.mv_data, k.mv_size);
+                struct source_state st;
 
-		source_get(c, txn, name, &a, &st);
-		msgpack_pack_str(pk, k.mv_size);
-		msgpack_pack_str_body(pk, k.mv_data, k.mv_size);
-		msgpack_pack_map(pk, 4);
-		wire_pack_kv_str(pk, "cursor", st.cursor);
-		wire_pack_kv_bool(pk, "done", st.done);
-		wire_pack_kv_u64(pk, "pages", st.pages);
-		wire_pack_kv_u64(pk, "passes", st.passes);
-	}
-	mdb_cursor_close(cur);
-	arena_release(&a);
+                source_get(c, txn, name, &a, &st);
+                msgpack_pack_str(pk, k.mv_size);
+                msgpack_pack_str_body(pk, k.mv_data, k.mv_size);
+                msgpack_pack_map(pk, 4);
+                wire_pack_kv_str(pk, "cursor", st.cursor);
+                wire_pack_kv_bool(pk, "done", st.done);
+                wire_pack_kv_u64(pk, "pages", st.pages);
+                wire_pack_kv_u64(pk, "passes", st.passes);
+        }
+        mdb_cursor_close(cur);
+        arena_release(&a);
 }
 
 int catalog_pack_status(struct catalog *c, const size_t leased[STAGE_COUNT], size_t workers,
-			msgpack_packer *pk)
+                        msgpack_packer *pk)
 {
-	MDB_txn *txn;
-	uint64_t head = 0;
-	int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+        MDB_txn *txn;
+        uint64_t head = 0;
+        int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
 
-	if (rc)
-		return ST_EDB;
-	meta_get_u64(c, txn, "head_seq", &head);
-	msgpack_pack_map(pk, 8);
-	wire_pack_kv_u64(pk, "records", db_count(c, txn, DB_RECORDS));
-	wire_pack_kv_u64(pk, "docs", db_count(c, txn, DB_DOCS));
-	wire_pack_kv_u64(pk, "vectors", db_count(c, txn, DB_VECTORS));
-	wire_pack_kv_u64(pk, "dead", db_count(c, txn, DB_DEAD));
-	wire_pack_kv_u64(pk, "head_seq", head);
-	wire_pack_kv_u64(pk, "workers", workers);
-	wire_pack_key(pk, "sources");
-	pack_sources(c, txn, pk);
-	wire_pack_key(pk, "jobs");
-	msgpack_pack_map(pk, STAGE_COUNT);
-	for (int s = 0; s < STAGE_COUNT; s++) {
-		wire_pack_key(pk, stage_names[s]);
-		msgpack_pack_map(pk, 2);
-		wire_pack_kv_u64(pk, "pending", db_count(c, txn, DB_JOBS_CRAWL + s));
-		wire_pack_kv_u64(pk, "leased", leased[s]);
-	}
-	mdb_txn_abort(txn);
-	return 0;
+        if (rc)
+                return ST_EDB;
+        meta_get_u64(c, txn, "head_seq", &head);
+        msgpack_pack_map(pk, 8);
+        wire_pack_kv_u64(pk, "records", db_count(c, txn, DB_RECORDS));
+        wire_pack_kv_u64(pk, "docs", db_count(c, txn, DB_DOCS));
+        wire_pack_kv_u64(pk, "vectors", db_count(c, txn, DB_VECTORS));
+        wire_pack_kv_u64(pk, "dead", db_count(c, txn, DB_DEAD));
+        wire_pack_kv_u64(pk, "head_seq", head);
+        wire_pack_kv_u64(pk, "workers", workers);
+        wire_pack_key(pk, "sources");
+        pack_sources(c, txn, pk);
+        wire_pack_key(pk, "jobs");
+        msgpack_pack_map(pk, STAGE_COUNT);
+        for (int s = 0; s < STAGE_COUNT; s++) {
+                wire_pack_key(pk, stage_names[s]);
+                msgpack_pack_map(pk, 2);
+                wire_pack_kv_u64(pk, "pending", db_count(c, txn, DB_JOBS_CRAWL + s));
+                wire_pack_kv_u64(pk, "leased", leased[s]);
+        }
+        mdb_txn_abort(txn);
+        return 0;
 }
 
 /* Pack one changelog entry {seq, op, id[, doc, vector]}. */
 static int pack_change(struct catalog *c, MDB_txn *txn, uint64_t seq, const msgpack_object *e,
-		       struct arena *a, msgpack_packer *pk)
+                       struct arena *a, msgpack_packer *pk)
 {
-	char *op = NULL, *id = NULL;
-	MDB_val k, doc, vec;
-	const char *vp;
-	size_t vlen;
-	msgpack_unpacked u;
-	size_t off = 0;
-	bool put;
+        char *op = NULL, *id = NULL;
+        MDB_val k, doc, vec;
+        const char *vp;
+        size_t vlen;
+        msgpack_unpacked u;
+        size_t off = 0;
+        bool put;
 
-	if (wire_get_str(e, "op", a, &op) || wire_get_str(e, "id", a, &id))
-		return MDB_CORRUPTED;
-	put = !strcmp(op, "put");
-	k = str_val(id);
-	if (put && (mdb_get(txn, c->dbi[DB_DOCS], &k, &doc) ||
-		    mdb_get(txn, c->dbi[DB_VECTORS], &k, &vec)))
-		put = false; /* gone since: a later entry says so */
-	msgpack_pack_map(pk, put ? 6 : 3);
-	wire_pack_kv_u64(pk, "seq", seq);
-	wire_pack_kv_str(pk, "op", put ? "put" : "del");
-	wire_pack_kv_str(pk, "id", id);
-	if (!put)
-		return 0;
-	wire_pack_kv_bin(pk, "doc", doc.mv_data, doc.mv_size);
-	msgpack_unpacked_init(&u);
-	if (msgpack_unpack_next(&u, vec.mv_data, vec.mv_size, &off) != MSGPACK_UNPACK_SUCCESS ||
-	    wire_get_bytes(&u.data, "vector", &vp, &vlen)) {
-		msgpack_unpacked_destroy(&u);
-		return MDB_CORRUPTED;
-	}
-	wire_pack_kv_bin(pk, "vector", vp, vlen);
-	wire_pack_key(pk, "model");
-	if (wire_get_bytes(&u.data, "model", &vp, &vlen)) {
-		vp = "";
-		vlen = 0;
-	}
-	msgpack_pack_str(pk, vlen);
-	msgpack_pack_str_body(pk, vp, vlen);
-	msgpack_unpacked_destroy(&u);
-	return 0;
+        if (wire_get_str(e, "op", a, &op) || wire_get_str(e, "id", a, &id))
+                return MDB_CORRUPTED;
+        put = !strcmp(op, "put");
+        k = str_val(id);
+        if (put &&
+            (mdb_get(txn, c->dbi[DB_DOCS], &k, &doc) || mdb_get(txn, c->dbi[DB_VECTORS], &k, &vec)))
+                put = false; /* gone since: a later entry says so */
+        msgpack_pack_map(pk, put ? 6 : 3);
+        wire_pack_kv_u64(pk, "seq", seq);
+        wire_pack_kv_str(pk, "op", put ? "put" : "del");
+        wire_pack_kv_str(pk, "id", id);
+        if (!put)
+                return 0;
+        wire_pack_kv_bin(pk, "doc", doc.mv_data, doc.mv_size);
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, vec.mv_data, vec.mv_size, &off) != MSGPACK_UNPACK_SUCCESS ||
+            wire_get_bytes(&u.data, "vector", &vp, &vlen)) {
+                msgpack_unpacked_destroy(&u);
+                return MDB_CORRUPTED;
+        }
+        wire_pack_kv_bin(pk, "vector", vp, vlen);
+        wire_pack_key(pk, "model");
+        if (wire_get_bytes(&u.data, "model", &vp, &vlen)) {
+                vp = "";
+                vlen = 0;
+        }
+        msgpack_pack_str(pk, vlen);
+        msgpack_pack_str_body(pk, vp, vlen);
+        msgpack_unpacked_destroy(&u);
+        return 0;
 }
 
 int catalog_pack_changes(struct catalog *c, uint64_t from_seq, size_t max, uint64_t shard,
-			 uint64_t shards, msgpack_packer *pk)
+                         uint64_t shards, msgpack_packer *pk)
 {
-	msgpack_sbuffer entries;
-	msgpack_packer epk;
-	struct arena a;
-	MDB_txn *txn;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	unsigned char key[8];
-	uint64_t head = 0, last = from_seq;
-	size_t n = 0, scanned = 0;
-	int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+        msgpack_sbuffer entries;
+        msgpack_packer epk;
+        struct arena a;
+        MDB_txn *txn;
+        MDB_cursor *cur;
+        MDB_val k, v;
+        unsigned char key[8];
+        uint64_t head = 0, last = from_seq;
+        size_t n = 0, scanned = 0;
+        int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
 
-	if (rc)
-		return ST_EDB;
-	if (shards == 0 || shard >= shards) {
-		mdb_txn_abort(txn);
-		return ST_EINVAL;
-	}
-	meta_get_u64(c, txn, "head_seq", &head);
-	msgpack_sbuffer_init(&entries);
-	msgpack_packer_init(&epk, &entries, msgpack_sbuffer_write);
-	arena_init(&a, 1 << 20);
-	rc = mdb_cursor_open(txn, c->dbi[DB_CHANGELOG], &cur);
-	be64(key, from_seq + 1);
-	k.mv_size = 8;
-	k.mv_data = key;
-	for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc && scanned < max;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), scanned++) {
-		msgpack_unpacked u;
-		size_t off = 0;
-		const char *id;
-		size_t id_len;
-		char idbuf[ST_LIMIT_STRING + 1];
+        if (rc)
+                return ST_EDB;
+        if (shards == 0 || shard >= shards) {
+                mdb_txn_abort(txn);
+                return ST_EINVAL;
+        }
+        meta_get_u64(c, txn, "head_seq", &head);
+        msgpack_sbuffer_init(&entries);
+        msgpack_packer_init(&epk, &entries, msgpack_sbuffer_write);
+        arena_init(&a, 1 << 20);
+        rc = mdb_cursor_open(txn, c->dbi[DB_CHANGELOG], &cur);
+        be64(key, from_seq + 1);
+        k.mv_size = 8;
+        k.mv_data = key;
+        for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc && scanned < max;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), scanned++) {
+                msgpack_unpacked u;
+                size_t off = 0;
+                const char *id;
+                size_t id_len;
+                char idbuf[ST_LIMIT_STRING + 1];
 
-		last = from_be64(k.mv_data);
-		msgpack_unpacked_init(&u);
-		if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, &off) != MSGPACK_UNPACK_SUCCESS ||
-		    wire_get_bytes(&u.data, "id", &id, &id_len) || id_len > ST_LIMIT_STRING) {
-			msgpack_unpacked_destroy(&u);
-			continue;
-		}
-		memcpy(idbuf, id, id_len);
-		idbuf[id_len] = '\0';
-		if (wire_id_hash(idbuf) % shards == shard &&
-		    !pack_change(c, txn, last, &u.data, &a, &epk))
-			n++;
-		msgpack_unpacked_destroy(&u);
-	}
-	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	arena_release(&a);
-	msgpack_pack_map(pk, 3);
-	wire_pack_key(pk, "entries");
-	msgpack_pack_array(pk, n);
-	msgpack_sbuffer_write(pk->data, entries.data, entries.size);
-	wire_pack_kv_u64(pk, "last_seq", last);
-	wire_pack_kv_u64(pk, "head_seq", head);
-	msgpack_sbuffer_destroy(&entries);
-	return 0;
+                last = from_be64(k.mv_data);
+                msgpack_unpacked_init(&u);
+                if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, &off) != MSGPACK_UNPACK_SUCCESS ||
+                    wire_get_bytes(&u.data, "id", &id, &id_len) || id_len > ST_LIMIT_STRING) {
+                        msgpack_unpacked_destroy(&u);
+                        continue;
+                }
+                memcpy(idbuf, id, id_len);
+                idbuf[id_len] = '\0';
+                if (wire_id_hash(idbuf) % shards == shard &&
+                    !pack_change(c, txn, last, &u.data, &a, &epk))
+                        n++;
+                msgpack_unpacked_destroy(&u);
+        }
+        mdb_cursor_close(cur);
+        mdb_txn_abort(txn);
+        arena_release(&a);
+        msgpack_pack_map(pk, 3);
+        wire_pack_key(pk, "entries");
+        msgpack_pack_array(pk, n);
+        msgpack_sbuffer_write(pk->data, entries.data, entries.size);
+        wire_pack_kv_u64(pk, "last_seq", last);
+        wire_pack_kv_u64(pk, "head_seq", head);
+        msgpack_sbuffer_destroy(&entries);
+        return 0;
 }
 
 uint64_t catalog_head_seq(struct catalog *c)
 {
-	MDB_txn *txn;
-	uint64_t head = 0;
+        MDB_txn *txn;
+        uint64_t head = 0;
 
-	if (mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn))
-		return 0;
-	meta_get_u64(c, txn, "head_seq", &head);
-	mdb_txn_abort(txn);
-	return head;
+        if (mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn))
+                return 0;
+        meta_get_u64(c, txn, "head_seq", &head);
+        mdb_txn_abort(txn);
+        return head;
 }

@@ -45,14 +45,13 @@ void catalog_close(struct catalog **c);
  * pass is not done, queue one from its saved cursor.  With restart, a done
  * source starts a new pass from the beginning.
  */
-int catalog_start_source(struct catalog *c, const char *source, bool restart,
-			 struct st_error *err);
+int catalog_start_source(struct catalog *c, const char *source, bool restart, struct st_error *err);
 
 struct catalog_crawl_counts {
-	size_t added;     /* new ids */
-	size_t changed;   /* known ids whose content hash changed */
-	size_t unchanged; /* same content hash: no work queued */
-	size_t rejected;  /* records that failed validation */
+        size_t added;     /* new ids */
+        size_t changed;   /* known ids whose content hash changed */
+        size_t unchanged; /* same content hash: no work queued */
+        size_t rejected;  /* records that failed validation */
 };
 
 /*
@@ -61,7 +60,7 @@ struct catalog_crawl_counts {
  * save the cursor, queue the next page or mark the pass done, delete the job.
  */
 int catalog_apply_crawl(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
-			struct catalog_crawl_counts *counts, struct st_error *err);
+                        struct catalog_crawl_counts *counts, struct st_error *err);
 
 /*
  * Apply a refine RESULT ({doc}): the doc is stored and an embed job queued
@@ -69,7 +68,7 @@ int catalog_apply_crawl(struct catalog *c, uint64_t job_id, const msgpack_object
  * an older record version is dropped).  Deletes the job.
  */
 int catalog_apply_doc(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
-		      struct st_error *err);
+                      struct st_error *err);
 
 /*
  * Apply an embed RESULT ({id, content_hash, model, dim, vector}): store the
@@ -77,11 +76,11 @@ int catalog_apply_doc(struct catalog *c, uint64_t job_id, const msgpack_object *
  * are dropped as above.
  */
 int catalog_apply_vector(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
-			 struct st_error *err);
+                         struct st_error *err);
 
 /* Move a job that keeps failing to the dead-letter list with its last error. */
 int catalog_bury_job(struct catalog *c, enum catalog_stage s, uint64_t job_id, const char *why,
-		     struct st_error *err);
+                     struct st_error *err);
 
 /* Asks whether a job is busy (leased or backing off); ctx is the caller's. */
 typedef bool (*catalog_job_busy)(void *ctx, enum catalog_stage s, uint64_t job_id);
@@ -93,19 +92,19 @@ typedef bool (*catalog_job_busy)(void *ctx, enum catalog_stage s, uint64_t job_i
  * sbuffer must be empty on entry (a job whose item is gone is skipped by
  * rewinding it).
  */
-int catalog_pack_next_job(struct catalog *c, enum catalog_stage s, catalog_job_busy busy,
-			  void *ctx, msgpack_packer *pk, uint64_t *job_id);
+int catalog_pack_next_job(struct catalog *c, enum catalog_stage s, catalog_job_busy busy, void *ctx,
+                          msgpack_packer *pk, uint64_t *job_id);
 
 /* Pack the STATUS body (see proto/wire.h); leased[s] comes from the broker. */
 int catalog_pack_status(struct catalog *c, const size_t leased[STAGE_COUNT], size_t workers,
-			msgpack_packer *pk);
+                        msgpack_packer *pk);
 
 /*
  * Pack the CHANGES body for a SYNC request: changelog entries after from_seq
  * that belong to shard `shard` of `shards`, scanning at most max entries.
  */
 int catalog_pack_changes(struct catalog *c, uint64_t from_seq, size_t max, uint64_t shard,
-			 uint64_t shards, msgpack_packer *pk);
+                         uint64_t shards, msgpack_packer *pk);
 
 /* Highest changelog sequence number (0 when empty). */
 uint64_t catalog_head_seq(struct catalog *c);

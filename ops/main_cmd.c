@@ -7,50 +7,50 @@
 #include "ops/commands.h"
 
 struct command {
-	const char *name;
-	int (*run)(int argc, char **argv);
-	const char *summary;
+        const char *name;
+        int (*run)(int argc, char **argv);
+        const char *summary;
 };
 
 static const struct command commands[] = {
-	{"up", cmd_up, "run a whole cluster on this machine (--demo: on bundled data)"},
-	{"catalog", cmd_catalog, "catalog coordinator: LMDB store and job broker"},
-	{"crawler", cmd_crawler, "crawler worker: Civitai model pages to raw records"},
-	{"refiner", cmd_refiner, "refiner worker: raw records to StylusDocs"},
-	{"indexer", cmd_indexer, "indexer worker: StylusDocs to embeddings"},
-	{"shard", cmd_shard, "shard server: follows the changelog, answers top-K"},
-	{"serve", cmd_serve, "query node: HTTP /v1/compose over the shards"},
-	{"ask", cmd_ask, "ask a query node which adapters suit a prompt"},
-	{"status", cmd_status, "print the catalog's counters and queues"},
+    {"up", cmd_up, "run a whole cluster on this machine (--demo: on bundled data)"},
+    {"catalog", cmd_catalog, "catalog coordinator: LMDB store and job broker"},
+    {"crawler", cmd_crawler, "crawler worker: Civitai model pages to raw records"},
+    {"refiner", cmd_refiner, "refiner worker: raw records to StylusDocs"},
+    {"indexer", cmd_indexer, "indexer worker: StylusDocs to embeddings"},
+    {"shard", cmd_shard, "shard server: follows the changelog, answers top-K"},
+    {"serve", cmd_serve, "query node: HTTP /v1/compose over the shards"},
+    {"ask", cmd_ask, "ask a query node which adapters suit a prompt"},
+    {"status", cmd_status, "print the catalog's counters and queues"},
 };
 
 static void usage(FILE *f)
 {
-	fputs("usage: stylus <command> [options]   (stylus <command> --help for details)\n\n"
-	      "commands:\n",
-	      f);
-	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-8s  %s\n", commands[i].name, commands[i].summary);
-	fputs("\nexamples:\n"
-	      "  stylus up --demo\n"
-	      "  stylus ask \"a corgi in watercolor style\" --base-model sd15\n",
-	      f);
+        fputs("usage: stylus <command> [options]   (stylus <command> --help for details)\n\n"
+              "commands:\n",
+              f);
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                fprintf(f, "  %-8s  %s\n", commands[i].name, commands[i].summary);
+        fputs("\nexamples:\n"
+              "  stylus up --demo\n"
+              "  stylus ask \"a corgi in watercolor style\" --base-model sd15\n",
+              f);
 }
 
 int main(int argc, char **argv)
 {
-	if (argc < 2) {
-		usage(stderr);
-		return 2;
-	}
-	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-		usage(stdout);
-		return 0;
-	}
-	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (!strcmp(argv[1], commands[i].name))
-			return commands[i].run(argc - 1, argv + 1);
-	fprintf(stderr, "stylus: unknown command '%s'\n\n", argv[1]);
-	usage(stderr);
-	return 2;
+        if (argc < 2) {
+                usage(stderr);
+                return 2;
+        }
+        if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+                usage(stdout);
+                return 0;
+        }
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                if (!strcmp(argv[1], commands[i].name))
+                        return commands[i].run(argc - 1, argv + 1);
+        fprintf(stderr, "stylus: unknown command '%s'\n\n", argv[1]);
+        usage(stderr);
+        return 2;
 }

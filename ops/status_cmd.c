@@ -13,54 +13,62 @@
 
 static void usage(FILE *f)
 {
-	fputs("usage: stylus status [--connect ENDPOINT] [--timeout-ms MS]\n"
-	      "\n"
-	      "Print the counters of a catalog coordinator (records, docs, vectors, job\n"
-	      "queues, crawl cursors) or of a shard server, as JSON.\n"
-	      "\n"
-	      "  --connect ENDPOINT  catalog or shard endpoint (default tcp://127.0.0.1:5555)\n"
-	      "  --timeout-ms MS     give up after MS (default 3000)\n"
-	      "\n"
-	      "examples:\n"
-	      "  stylus status\n"
-	      "  stylus status --connect tcp://10.0.0.5:5555\n",
-	      f);
+        fputs("usage: stylus status [--connect ENDPOINT] [--timeout-ms MS]\n"
+              "\n"
+              "Print the counters of a catalog coordinator (records, docs, vectors, job\n"
+              "queues, crawl cursors) or of a shard server, as JSON.\n"
+              "\n"
+              "  --connect ENDPOINT  catalog or shard endpoint (default tcp://127.0.0.1:5555)\n"
+              "  --timeout-ms MS     give up after MS (default 3000)\n"
+              "\n"
+              "examples:\n"
+              "  stylus status\n"
+              "  stylus status --connect tcp://10.0.0.5:5555\n",
+              f);
 }
 
 int cmd_status(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"connect", required_argument, NULL, 'c'},
-		{"timeout-ms", required_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	const char *endpoint = "tcp://127.0.0.1:5555";
-	long timeout = 3000;
-	struct wire_msg m;
-	void *ctx;
-	char *json;
-	int c, rc;
+        static const struct option opts[] = {
+            {"connect", required_argument, NULL, 'c'},
+            {"timeout-ms", required_argument, NULL, 't'},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
+        };
+        const char *endpoint = "tcp://127.0.0.1:5555";
+        long timeout = 3000;
+        struct wire_msg m;
+        void *ctx;
+        char *json;
+        int c, rc;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c': endpoint = optarg; break;
-		case 't': timeout = strtol(optarg, NULL, 10); break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
-	}
-	ctx = zmq_ctx_new();
-	rc = wire_request(ctx, endpoint, "STATUS", NULL, 0, timeout, &m);
-	if (rc) {
-		fprintf(stderr, "stylus status: %s: %s\n", endpoint, st_strerror(rc));
-		zmq_ctx_term(ctx);
-		return 1;
-	}
-	json = m.has_body ? wire_to_json(&m.body.data, 2) : NULL;
-	printf("%s\n", json ? json : "{}");
-	free(json);
-	wire_msg_release(&m);
-	zmq_ctx_term(ctx);
-	return 0;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+                switch (c) {
+                case 'c':
+                        endpoint = optarg;
+                        break;
+                case 't':
+                        timeout = strtol(optarg, NULL, 10);
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return 2;
+                }
+        }
+        ctx = zmq_ctx_new();
+        rc = wire_request(ctx, endpoint, "STATUS", NULL, 0, timeout, &m);
+        if (rc) {
+                fprintf(stderr, "stylus status: %s: %s\n", endpoint, st_strerror(rc));
+                zmq_ctx_term(ctx);
+                return 1;
+        }
+        json = m.has_body ? wire_to_json(&m.body.data, 2) : NULL;
+        printf("%s\n", json ? json : "{}");
+        free(json);
+        wire_msg_release(&m);
+        zmq_ctx_term(ctx);
+        return 0;
 }

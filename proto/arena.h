@@ -14,9 +14,9 @@
 struct arena_chunk;
 
 struct arena {
-	struct arena_chunk *head; /* newest chunk first */
-	size_t used;              /* bytes handed out plus chunk overhead */
-	size_t limit;             /* hard maximum of used */
+        struct arena_chunk *head; /* newest chunk first */
+        size_t used;              /* bytes handed out plus chunk overhead */
+        size_t limit;             /* hard maximum of used */
 };
 
 /* Start an empty arena that may hold at most limit bytes. */

@@ -16,7 +16,7 @@
  * Run stage's worker loop against endpoint until SIGINT/SIGTERM (or
  * max_jobs jobs when > 0), logging as role.  Returns a process exit status.
  */
-int cli_run_worker(const char *role, const char *endpoint, const char *stage,
-		   worker_handler handle, void *ctx, long max_jobs);
+int cli_run_worker(const char *role, const char *endpoint, const char *stage, worker_handler handle,
+                   void *ctx, long max_jobs);
 
 #endif

@@ -51,104 +51,104 @@
 #include "proto/arena.h"
 #include "proto/errors.h"
 
-#define ST_LIMIT_STRING     4096       /* any short string field */
-#define ST_LIMIT_TEXT       262144     /* card_html, description, prompts */
-#define ST_LIMIT_ARRAY      1024       /* tags, trigger words, files */
-#define ST_LIMIT_IMAGES     64         /* images per record */
-#define ST_LIMIT_RECORD     (4u << 20) /* one encoded record */
+#define ST_LIMIT_STRING 4096       /* any short string field */
+#define ST_LIMIT_TEXT   262144     /* card_html, description, prompts */
+#define ST_LIMIT_ARRAY  1024       /* tags, trigger words, files */
+#define ST_LIMIT_IMAGES 64         /* images per record */
+#define ST_LIMIT_RECORD (4u << 20) /* one encoded record */
 
 struct st_strv {
-	char **v; /* n strings */
-	size_t n;
+        char **v; /* n strings */
+        size_t n;
 };
 
 struct st_file {
-	char *name;
-	uint64_t size; /* bytes */
-	char *sha256;  /* lowercase hex or NULL */
-	char *download_url;
+        char *name;
+        uint64_t size; /* bytes */
+        char *sha256;  /* lowercase hex or NULL */
+        char *download_url;
 };
 
 struct st_image {
-	char *url;
-	char *prompt; /* generation prompt, NULL when unknown */
-	char *sha256; /* of the stored bytes, NULL until downloaded */
+        char *url;
+        char *prompt; /* generation prompt, NULL when unknown */
+        char *sha256; /* of the stored bytes, NULL until downloaded */
 };
 
 struct st_stats {
-	uint64_t downloads;
-	uint64_t likes;
-	double rating; /* 0..5, 0 when unknown */
+        uint64_t downloads;
+        uint64_t likes;
+        double rating; /* 0..5, 0 when unknown */
 };
 
 struct st_raw_record {
-	char *id;             /* civitai:<modelId>@<versionId> or hf:<user>/<repo>@<sha> */
-	char *source;         /* "civitai" or "hf" */
-	char *name;           /* model title */
-	char *version_name;   /* version label, e.g. "v2.0" */
-	char *type;           /* LORA, LoCon, DoRA ... as published */
-	char *base_model;     /* normalized: sd15, sd21, sdxl, pony, illustrious, flux1, other */
-	char *base_model_raw; /* as published: "SD 1.5", "SDXL 1.0" ... */
-	char *card_html;      /* model description, HTML as published */
-	char *card_url;       /* human page of the model */
-	char *creator;
-	struct st_strv tags;
-	struct st_strv trained_words;
-	bool nsfw;
-	struct st_stats stats;
-	struct st_file *files;
-	size_t n_files;
-	struct st_image *images;
-	size_t n_images;
-	char *created_at;
-	char *updated_at;
-	char *crawled_at;
-	char *etag;
-	char *content_hash; /* st_raw_record_hash(), 64 lowercase hex */
+        char *id;             /* civitai:<modelId>@<versionId> or hf:<user>/<repo>@<sha> */
+        char *source;         /* "civitai" or "hf" */
+        char *name;           /* model title */
+        char *version_name;   /* version label, e.g. "v2.0" */
+        char *type;           /* LORA, LoCon, DoRA ... as published */
+        char *base_model;     /* normalized: sd15, sd21, sdxl, pony, illustrious, flux1, other */
+        char *base_model_raw; /* as published: "SD 1.5", "SDXL 1.0" ... */
+        char *card_html;      /* model description, HTML as published */
+        char *card_url;       /* human page of the model */
+        char *creator;
+        struct st_strv tags;
+        struct st_strv trained_words;
+        bool nsfw;
+        struct st_stats stats;
+        struct st_file *files;
+        size_t n_files;
+        struct st_image *images;
+        size_t n_images;
+        char *created_at;
+        char *updated_at;
+        char *crawled_at;
+        char *etag;
+        char *content_hash; /* st_raw_record_hash(), 64 lowercase hex */
 };
 
 /* Task categories of the paper plus "other". */
 enum st_task {
-	ST_TASK_CONCEPT,
-	ST_TASK_STYLE,
-	ST_TASK_POSE,
-	ST_TASK_ACTION,
-	ST_TASK_CHARACTER,
-	ST_TASK_CELEBRITY,
-	ST_TASK_CLOTHING,
-	ST_TASK_BACKGROUND,
-	ST_TASK_BUILDING,
-	ST_TASK_VEHICLE,
-	ST_TASK_ANIMAL,
-	ST_TASK_OTHER,
-	ST_TASK_COUNT
+        ST_TASK_CONCEPT,
+        ST_TASK_STYLE,
+        ST_TASK_POSE,
+        ST_TASK_ACTION,
+        ST_TASK_CHARACTER,
+        ST_TASK_CELEBRITY,
+        ST_TASK_CLOTHING,
+        ST_TASK_BACKGROUND,
+        ST_TASK_BUILDING,
+        ST_TASK_VEHICLE,
+        ST_TASK_ANIMAL,
+        ST_TASK_OTHER,
+        ST_TASK_COUNT
 };
 
 struct st_doc {
-	char *id;
-	char *source;
-	char *name;
-	char *version_name;
-	char *type;
-	char *base_model;
-	char *task; /* st_task_name() of a category */
-	char *description;
-	struct st_strv trigger_words;
-	double recommended_weight;
-	struct st_strv tags;
-	bool nsfw;
-	struct st_stats stats;
-	struct st_file *files;
-	size_t n_files;
-	struct st_image *images;
-	size_t n_images;
-	char *card_url;
-	char *refined_by;      /* "card" or the VLM model name + prompt version */
-	char *embedding_model; /* NULL until embedded */
-	char *created_at;
-	char *updated_at;
-	char *crawled_at;
-	char *content_hash; /* of the raw record this doc was refined from */
+        char *id;
+        char *source;
+        char *name;
+        char *version_name;
+        char *type;
+        char *base_model;
+        char *task; /* st_task_name() of a category */
+        char *description;
+        struct st_strv trigger_words;
+        double recommended_weight;
+        struct st_strv tags;
+        bool nsfw;
+        struct st_stats stats;
+        struct st_file *files;
+        size_t n_files;
+        struct st_image *images;
+        size_t n_images;
+        char *card_url;
+        char *refined_by;      /* "card" or the VLM model name + prompt version */
+        char *embedding_model; /* NULL until embedded */
+        char *created_at;
+        char *updated_at;
+        char *crawled_at;
+        char *content_hash; /* of the raw record this doc was refined from */
 };
 
 /* Lowercase name of a task ("concept" ... "other"). */
@@ -182,10 +182,10 @@ int st_doc_to_json(const struct st_doc *d, char **out, size_t *len);
  * Decode len bytes of JSON into *r / *d, allocating in a.  On error *r / *d
  * is unspecified and err says which field was wrong.
  */
-int st_raw_record_from_json(const char *json, size_t len, struct arena *a,
-			    struct st_raw_record *r, struct st_error *err);
+int st_raw_record_from_json(const char *json, size_t len, struct arena *a, struct st_raw_record *r,
+                            struct st_error *err);
 int st_doc_from_json(const char *json, size_t len, struct arena *a, struct st_doc *d,
-		     struct st_error *err);
+                     struct st_error *err);
 
 /* ---- msgpack codec (doc_msgpack.c, msgpack-c) ---- */
 
@@ -198,16 +198,16 @@ int st_doc_pack(struct msgpack_packer *pk, const struct st_doc *d);
 
 /* Decode from an already-unpacked msgpack object (a map), copying into a. */
 int st_raw_record_from_object(const struct msgpack_object *o, struct arena *a,
-			      struct st_raw_record *r, struct st_error *err);
+                              struct st_raw_record *r, struct st_error *err);
 int st_doc_from_object(const struct msgpack_object *o, struct arena *a, struct st_doc *d,
-		       struct st_error *err);
+                       struct st_error *err);
 
 /* Encode to a malloc'd buffer / decode from bytes (one map, nothing after it). */
 int st_raw_record_to_msgpack(const struct st_raw_record *r, char **out, size_t *len);
 int st_doc_to_msgpack(const struct st_doc *d, char **out, size_t *len);
 int st_raw_record_from_msgpack(const char *buf, size_t len, struct arena *a,
-			       struct st_raw_record *r, struct st_error *err);
+                               struct st_raw_record *r, struct st_error *err);
 int st_doc_from_msgpack(const char *buf, size_t len, struct arena *a, struct st_doc *d,
-			struct st_error *err);
+                        struct st_error *err);
 
 #endif

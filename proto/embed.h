@@ -25,8 +25,8 @@
 #define EMBED_MAX_TEXT    (1u << 20) /* longer input is embedded by its first MiB */
 
 struct embedder {
-	int dim;       /* output floats */
-	char model[64]; /* "stylus-hash-v1/<dim>", stored with every index */
+        int dim;        /* output floats */
+        char model[64]; /* "stylus-hash-v1/<dim>", stored with every index */
 };
 
 /* Set up for dim in 1..EMBED_MAX_DIM; ST_EINVAL otherwise. */

@@ -32,29 +32,29 @@
 #include <stddef.h>
 
 enum {
-	ST_OK = 0,
-	ST_ENOMEM = -1,
-	ST_EINVAL = -2,
-	ST_ETOOBIG = -3,
-	ST_EPARSE = -4,
-	ST_ETYPE = -5,
-	ST_ETRUNC = -6,
-	ST_EIO = -7,
-	ST_EDB = -8,
-	ST_ENET = -9,
-	ST_EHTTP = -10,
-	ST_ETIMEOUT = -11,
-	ST_ENOTFOUND = -12,
-	ST_EPROTO = -13,
-	ST_EDIM = -14,
-	ST_EAGAIN = -15,
-	ST_EMISSING = -16,
+        ST_OK = 0,
+        ST_ENOMEM = -1,
+        ST_EINVAL = -2,
+        ST_ETOOBIG = -3,
+        ST_EPARSE = -4,
+        ST_ETYPE = -5,
+        ST_ETRUNC = -6,
+        ST_EIO = -7,
+        ST_EDB = -8,
+        ST_ENET = -9,
+        ST_EHTTP = -10,
+        ST_ETIMEOUT = -11,
+        ST_ENOTFOUND = -12,
+        ST_EPROTO = -13,
+        ST_EDIM = -14,
+        ST_EAGAIN = -15,
+        ST_EMISSING = -16,
 };
 
 /* A code and a human message with context.  Fixed size: never allocates. */
 struct st_error {
-	int code;
-	char msg[256];
+        int code;
+        char msg[256];
 };
 
 /* Name of an error code; never NULL.  Unknown codes give "unknown error". */
@@ -66,7 +66,7 @@ const char *st_strerror(int code);
  * The message is truncated to fit.
  */
 int st_fail(struct st_error *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Message of err, or st_strerror(code) when err has no message. */
 const char *st_error_text(const struct st_error *err, int code);

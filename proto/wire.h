@@ -17,17 +17,14 @@
  * Worker <-> catalog (job broker)
  *   command    from     body keys (type)                     meaning
  *   READY      worker   stage (str)                          one credit: send me one job of stage
- *   JOB        catalog  job_id (uint), stage (str),          a leased job; payload depends on stage:
- *                       payload (map)                        crawl {source, cursor}
- *                                                            refine {record: raw_record}
+ *   JOB        catalog  job_id (uint), stage (str),          a leased job; payload depends on
+ * stage: payload (map)                        crawl {source, cursor} refine {record: raw_record}
  *                                                            embed {doc: st_doc}
  *   RESULT     worker   job_id, stage, ok (bool),            result of a job; when ok, by stage:
  *                       error (str, when !ok),               crawl {source, records [raw_record],
- *                       payload (map, when ok)                      next_cursor (str|nil), skipped (uint)}
- *                                                            refine {doc: st_doc}
- *                                                            embed {id, content_hash, model (str),
- *                                                                   dim (uint), vector (bin f32 LE)}
- *   HEARTBEAT  both     (none)                               liveness, every WIRE_HEARTBEAT_MS
+ *                       payload (map, when ok)                      next_cursor (str|nil), skipped
+ * (uint)} refine {doc: st_doc} embed {id, content_hash, model (str), dim (uint), vector (bin f32
+ * LE)} HEARTBEAT  both     (none)                               liveness, every WIRE_HEARTBEAT_MS
  *
  * Anyone <-> catalog
  *   STATUS     client   (none)                               ask for counters
@@ -70,13 +67,17 @@
 #define WIRE_HEARTBEAT_MS 1000
 #define WIRE_LIVENESS     3 /* missed heartbeats before a peer counts as dead */
 
-/* A received message.  body is decoded into obj; both live until wire_msg_release(). */
+/*
+ * A received message.  body is decoded from the body frame, whose bytes its
+ * strings point into; both live until wire_msg_release().
+ */
 struct wire_msg {
-	unsigned char identity[WIRE_MAX_IDENTITY];
-	size_t identity_len; /* 0 on non-ROUTER sockets */
-	char command[16];
-	msgpack_unpacked body; /* body.data.type == MSGPACK_OBJECT_NIL when absent */
-	bool has_body;
+        unsigned char identity[WIRE_MAX_IDENTITY];
+        size_t identity_len; /* 0 on non-ROUTER sockets */
+        char command[16];
+        msgpack_unpacked body; /* body.data.type == MSGPACK_OBJECT_NIL when absent */
+        bool has_body;
+        char *frame; /* the body frame's bytes (malloc'd) */
 };
 
 /* Create a socket of type (ZMQ_ROUTER, ZMQ_DEALER ...) with linger 0 and frame limits. */
@@ -88,7 +89,7 @@ void *wire_socket(void *ctx, int type);
  * ROUTER (an unroutable or full peer drops the message), blocking otherwise.
  */
 int wire_send(void *sock, const unsigned char *identity, size_t identity_len, const char *command,
-	      const char *body, size_t body_len);
+              const char *body, size_t body_len);
 
 /*
  * Receive one message; router says whether sock is a ROUTER (identity frame
@@ -108,7 +109,7 @@ int wire_wait(void *sock, long timeout_ms);
  * no reply came.  Release *reply with wire_msg_release().
  */
 int wire_request(void *ctx, const char *endpoint, const char *command, const char *body,
-		 size_t body_len, long timeout_ms, struct wire_msg *reply);
+                 size_t body_len, long timeout_ms, struct wire_msg *reply);
 
 /*
  * A msgpack object as JSON text (malloc'd, caller frees): maps with str keys

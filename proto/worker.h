@@ -31,16 +31,16 @@
  * case anything packed is discarded.  a is a fresh arena for this job.
  */
 typedef int (*worker_handler)(void *ctx, const msgpack_object *payload, struct arena *a,
-			      msgpack_packer *pk, struct st_error *err);
+                              msgpack_packer *pk, struct st_error *err);
 
 struct worker_config {
-	const char *endpoint; /* catalog broker, e.g. tcp://127.0.0.1:5555 */
-	const char *stage;    /* "crawl", "refine" or "embed" */
-	worker_handler handle;
-	void *ctx;                   /* passed to handle */
-	size_t arena_limit;          /* per-job memory cap */
-	volatile sig_atomic_t *stop; /* loop ends when *stop becomes nonzero */
-	long max_jobs;               /* stop after this many jobs; 0 = no limit */
+        const char *endpoint; /* catalog broker, e.g. tcp://127.0.0.1:5555 */
+        const char *stage;    /* "crawl", "refine" or "embed" */
+        worker_handler handle;
+        void *ctx;                   /* passed to handle */
+        size_t arena_limit;          /* per-job memory cap */
+        volatile sig_atomic_t *stop; /* loop ends when *stop becomes nonzero */
+        long max_jobs;               /* stop after this many jobs; 0 = no limit */
 };
 
 /* Run until *stop; returns 0, or an error if the socket cannot be made. */

@@ -9,301 +9,300 @@
 #include "proto/wire.h"
 
 struct replica {
-	char endpoint[256];
-	void *sock; /* DEALER, connected */
+        char endpoint[256];
+        void *sock; /* DEALER, connected */
 };
 
 struct shard_group {
-	struct replica replicas[FANOUT_MAX_REPLICAS];
-	size_t n;
-	size_t next; /* replica to try first: the last one that answered */
+        struct replica replicas[FANOUT_MAX_REPLICAS];
+        size_t n;
+        size_t next; /* replica to try first: the last one that answered */
 };
 
 struct fanout {
-	void *ctx;
-	struct shard_group shards[FANOUT_MAX_SHARDS];
-	size_t n_shards;
-	long deadline_ms;
-	uint64_t req_id;
+        void *ctx;
+        struct shard_group shards[FANOUT_MAX_SHARDS];
+        size_t n_shards;
+        long deadline_ms;
+        uint64_t req_id;
 };
 
 static void *connect_replica(void *ctx, const char *endpoint)
 {
-	void *s = wire_socket(ctx, ZMQ_DEALER);
-	int on = 1;
+        void *s = wire_socket(ctx, ZMQ_DEALER);
+        int on = 1;
 
-	if (!s)
-		return NULL;
-	/* Queue nothing for a replica that is not connected: fail over instead. */
-	zmq_setsockopt(s, ZMQ_IMMEDIATE, &on, sizeof(on));
-	if (zmq_connect(s, endpoint)) {
-		zmq_close(s);
-		return NULL;
-	}
-	return s;
+        if (!s)
+                return NULL;
+        /* Queue nothing for a replica that is not connected: fail over instead. */
+        zmq_setsockopt(s, ZMQ_IMMEDIATE, &on, sizeof(on));
+        if (zmq_connect(s, endpoint)) {
+                zmq_close(s);
+                return NULL;
+        }
+        return s;
 }
 
 static int add_group(struct fanout *f, const char *list, struct st_error *err)
 {
-	struct shard_group *g = &f->shards[f->n_shards];
-	const char *p = list;
+        struct shard_group *g = &f->shards[f->n_shards];
+        const char *p = list;
 
-	while (*p) {
-		const char *end = strchr(p, ',');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		struct replica *r;
+        while (*p) {
+                const char *end = strchr(p, ',');
+                size_t len = end ? (size_t)(end - p) : strlen(p);
+                struct replica *r;
 
-		if (g->n == FANOUT_MAX_REPLICAS || len == 0 || len >= sizeof(r->endpoint))
-			return st_fail(err, ST_EINVAL, "bad replica list for shard %zu: %s",
-				       f->n_shards, list);
-		r = &g->replicas[g->n];
-		memcpy(r->endpoint, p, len);
-		r->endpoint[len] = '\0';
-		r->sock = connect_replica(f->ctx, r->endpoint);
-		if (!r->sock)
-			return st_fail(err, ST_EINVAL, "cannot connect to %s", r->endpoint);
-		g->n++;
-		p += len + (end ? 1 : 0);
-	}
-	if (g->n == 0)
-		return st_fail(err, ST_EINVAL, "shard %zu has no replica", f->n_shards);
-	f->n_shards++;
-	return 0;
+                if (g->n == FANOUT_MAX_REPLICAS || len == 0 || len >= sizeof(r->endpoint))
+                        return st_fail(err, ST_EINVAL, "bad replica list for shard %zu: %s",
+                                       f->n_shards, list);
+                r = &g->replicas[g->n];
+                memcpy(r->endpoint, p, len);
+                r->endpoint[len] = '\0';
+                r->sock = connect_replica(f->ctx, r->endpoint);
+                if (!r->sock)
+                        return st_fail(err, ST_EINVAL, "cannot connect to %s", r->endpoint);
+                g->n++;
+                p += len + (end ? 1 : 0);
+        }
+        if (g->n == 0)
+                return st_fail(err, ST_EINVAL, "shard %zu has no replica", f->n_shards);
+        f->n_shards++;
+        return 0;
 }
 
-int fanout_new(const char *const *shards, size_t n_shards, long deadline_ms,
-	       struct fanout **out, struct st_error *err)
+int fanout_new(const char *const *shards, size_t n_shards, long deadline_ms, struct fanout **out,
+               struct st_error *err)
 {
-	struct fanout *f;
-	int rc = 0;
+        struct fanout *f;
+        int rc = 0;
 
-	if (n_shards == 0 || n_shards > FANOUT_MAX_SHARDS)
-		return st_fail(err, ST_EINVAL, "need 1..%d shards", FANOUT_MAX_SHARDS);
-	f = calloc(1, sizeof(*f));
-	if (!f)
-		return st_fail(err, ST_ENOMEM, "out of memory");
-	f->ctx = zmq_ctx_new();
-	f->deadline_ms = deadline_ms;
-	for (size_t i = 0; i < n_shards && !rc; i++)
-		rc = add_group(f, shards[i], err);
-	if (rc) {
-		fanout_destroy(&f);
-		return rc;
-	}
-	*out = f;
-	return 0;
+        if (n_shards == 0 || n_shards > FANOUT_MAX_SHARDS)
+                return st_fail(err, ST_EINVAL, "need 1..%d shards", FANOUT_MAX_SHARDS);
+        f = calloc(1, sizeof(*f));
+        if (!f)
+                return st_fail(err, ST_ENOMEM, "out of memory");
+        f->ctx = zmq_ctx_new();
+        f->deadline_ms = deadline_ms;
+        for (size_t i = 0; i < n_shards && !rc; i++)
+                rc = add_group(f, shards[i], err);
+        if (rc) {
+                fanout_destroy(&f);
+                return rc;
+        }
+        *out = f;
+        return 0;
 }
 
 void fanout_destroy(struct fanout **fp)
 {
-	struct fanout *f = *fp;
+        struct fanout *f = *fp;
 
-	if (!f)
-		return;
-	for (size_t i = 0; i < FANOUT_MAX_SHARDS; i++)
-		for (size_t j = 0; j < f->shards[i].n; j++)
-			if (f->shards[i].replicas[j].sock)
-				zmq_close(f->shards[i].replicas[j].sock);
-	zmq_ctx_term(f->ctx);
-	free(f);
-	*fp = NULL;
+        if (!f)
+                return;
+        for (size_t i = 0; i < FANOUT_MAX_SHARDS; i++)
+                for (size_t j = 0; j < f->shards[i].n; j++)
+                        if (f->shards[i].replicas[j].sock)
+                                zmq_close(f->shards[i].replicas[j].sock);
+        zmq_ctx_term(f->ctx);
+        free(f);
+        *fp = NULL;
 }
 
 static void pack_query(const struct fanout_query *q, uint64_t req_id, msgpack_sbuffer *sb)
 {
-	msgpack_packer pk;
+        msgpack_packer pk;
 
-	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, q->base_model ? 6 : 5);
-	wire_pack_kv_u64(&pk, "req_id", req_id);
-	wire_pack_kv_str(&pk, "model", q->model);
-	wire_pack_kv_bin(&pk, "vector", q->vector, (size_t)q->dim * sizeof(float));
-	wire_pack_kv_u64(&pk, "k", q->k);
-	wire_pack_kv_bool(&pk, "allow_nsfw", q->allow_nsfw);
-	if (q->base_model)
-		wire_pack_kv_str(&pk, "base_model", q->base_model);
+        msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, q->base_model ? 6 : 5);
+        wire_pack_kv_u64(&pk, "req_id", req_id);
+        wire_pack_kv_str(&pk, "model", q->model);
+        wire_pack_kv_bin(&pk, "vector", q->vector, (size_t)q->dim * sizeof(float));
+        wire_pack_kv_u64(&pk, "k", q->k);
+        wire_pack_kv_bool(&pk, "allow_nsfw", q->allow_nsfw);
+        if (q->base_model)
+                wire_pack_kv_str(&pk, "base_model", q->base_model);
 }
 
 /* Per shard during one search: which replica holds the request, and since when. */
 struct pending {
-	size_t replica;
-	size_t tried;
-	int64_t sent_at;
-	bool done;
+        size_t replica;
+        size_t tried;
+        int64_t sent_at;
+        bool done;
 };
 
 /* Send the query to the next replica of group g that accepts it. */
 static bool send_next(struct fanout *f, size_t g, struct pending *p, const msgpack_sbuffer *sb)
 {
-	struct shard_group *grp = &f->shards[g];
+        struct shard_group *grp = &f->shards[g];
 
-	while (p->tried < grp->n) {
-		size_t r = (grp->next + p->tried) % grp->n;
+        while (p->tried < grp->n) {
+                size_t r = (grp->next + p->tried) % grp->n;
 
-		p->tried++;
-		if (zmq_send(grp->replicas[r].sock, WIRE_PROTOCOL, strlen(WIRE_PROTOCOL),
-			     ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0)
-			continue;
-		zmq_send(grp->replicas[r].sock, "QUERY", 5, ZMQ_SNDMORE);
-		zmq_send(grp->replicas[r].sock, sb->data, sb->size, 0);
-		p->replica = r;
-		p->sent_at = wire_now_ms();
-		return true;
-	}
-	return false;
+                p->tried++;
+                if (zmq_send(grp->replicas[r].sock, WIRE_PROTOCOL, strlen(WIRE_PROTOCOL),
+                             ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0)
+                        continue;
+                zmq_send(grp->replicas[r].sock, "QUERY", 5, ZMQ_SNDMORE);
+                zmq_send(grp->replicas[r].sock, sb->data, sb->size, 0);
+                p->replica = r;
+                p->sent_at = wire_now_ms();
+                return true;
+        }
+        return false;
 }
 
 static int cmp_score(const void *x, const void *y)
 {
-	const struct composer_candidate *a = x, *b = y;
+        const struct composer_candidate *a = x, *b = y;
 
-	return (a->score < b->score) - (a->score > b->score);
+        return (a->score < b->score) - (a->score > b->score);
 }
 
 /* Decode the hits of one HITS reply and append them to the candidates. */
-static int take_hits(const msgpack_object *body, struct arena *a,
-		     struct composer_candidate **cand, size_t *n, size_t *cap,
-		     struct st_error *err)
+static int take_hits(const msgpack_object *body, struct arena *a, struct composer_candidate **cand,
+                     size_t *n, size_t *cap, struct st_error *err)
 {
-	const msgpack_object *hits = wire_get(body, "hits");
+        const msgpack_object *hits = wire_get(body, "hits");
 
-	if (!hits || hits->type != MSGPACK_OBJECT_ARRAY)
-		return st_fail(err, ST_EPROTO, "HITS without hits");
-	for (uint32_t i = 0; i < hits->via.array.size; i++) {
-		const msgpack_object *h = &hits->via.array.ptr[i];
-		struct st_doc *d = arena_alloc(a, sizeof(*d));
-		const char *doc;
-		size_t len;
-		double score;
+        if (!hits || hits->type != MSGPACK_OBJECT_ARRAY)
+                return st_fail(err, ST_EPROTO, "HITS without hits");
+        for (uint32_t i = 0; i < hits->via.array.size; i++) {
+                const msgpack_object *h = &hits->via.array.ptr[i];
+                struct st_doc *d = arena_alloc(a, sizeof(*d));
+                const char *doc;
+                size_t len;
+                double score;
 
-		if (!d)
-			return st_fail(err, ST_ENOMEM, "out of memory");
-		if (wire_get_double(h, "score", &score) || wire_get_bytes(h, "doc", &doc, &len) ||
-		    st_doc_from_msgpack(doc, len, a, d, NULL)) {
-			log_warn("skipped a malformed hit");
-			continue;
-		}
-		if (*n == *cap) {
-			size_t ncap = *cap ? *cap * 2 : 256;
-			struct composer_candidate *c = arena_alloc(a, ncap * sizeof(*c));
+                if (!d)
+                        return st_fail(err, ST_ENOMEM, "out of memory");
+                if (wire_get_double(h, "score", &score) || wire_get_bytes(h, "doc", &doc, &len) ||
+                    st_doc_from_msgpack(doc, len, a, d, NULL)) {
+                        log_warn("skipped a malformed hit");
+                        continue;
+                }
+                if (*n == *cap) {
+                        size_t ncap = *cap ? *cap * 2 : 256;
+                        struct composer_candidate *c = arena_alloc(a, ncap * sizeof(*c));
 
-			if (!c)
-				return st_fail(err, ST_ENOMEM, "out of memory");
-			if (*n)
-				memcpy(c, *cand, *n * sizeof(*c));
-			*cand = c;
-			*cap = ncap;
-		}
-		(*cand)[*n].doc = d;
-		(*cand)[*n].score = (float)score;
-		(*n)++;
-	}
-	return 0;
+                        if (!c)
+                                return st_fail(err, ST_ENOMEM, "out of memory");
+                        if (*n)
+                                memcpy(c, *cand, *n * sizeof(*c));
+                        *cand = c;
+                        *cap = ncap;
+                }
+                (*cand)[*n].doc = d;
+                (*cand)[*n].score = (float)score;
+                (*n)++;
+        }
+        return 0;
 }
 
 /* Handle one reply on replica r of group g; true when it completed that shard. */
 static bool on_reply(struct fanout *f, size_t g, size_t r, struct pending *p, struct arena *a,
-		     struct composer_candidate **cand, size_t *n, size_t *cap, int *rc,
-		     struct st_error *err)
+                     struct composer_candidate **cand, size_t *n, size_t *cap, int *rc,
+                     struct st_error *err)
 {
-	struct wire_msg m;
-	uint64_t req_id = 0;
-	bool ok = false, done = false;
+        struct wire_msg m;
+        uint64_t req_id = 0;
+        bool ok = false, done = false;
 
-	if (wire_recv(f->shards[g].replicas[r].sock, false, ZMQ_DONTWAIT, &m))
-		return false;
-	if (strcmp(m.command, "HITS") || !m.has_body ||
-	    wire_get_u64(&m.body.data, "req_id", &req_id) || req_id != f->req_id)
-		goto out; /* a late answer to an earlier query */
-	done = true;
-	p->done = true;
-	f->shards[g].next = r;
-	wire_get_bool(&m.body.data, "ok", &ok);
-	if (!ok) {
-		struct arena tmp;
-		char *why = NULL;
+        if (wire_recv(f->shards[g].replicas[r].sock, false, ZMQ_DONTWAIT, &m))
+                return false;
+        if (strcmp(m.command, "HITS") || !m.has_body ||
+            wire_get_u64(&m.body.data, "req_id", &req_id) || req_id != f->req_id)
+                goto out; /* a late answer to an earlier query */
+        done = true;
+        p->done = true;
+        f->shards[g].next = r;
+        wire_get_bool(&m.body.data, "ok", &ok);
+        if (!ok) {
+                struct arena tmp;
+                char *why = NULL;
 
-		arena_init(&tmp, 4096);
-		wire_get_str(&m.body.data, "error", &tmp, &why);
-		*rc = st_fail(err, ST_EDIM, "shard %zu: %s", g, why ? why : "error");
-		arena_release(&tmp);
-		goto out;
-	}
-	if (take_hits(&m.body.data, a, cand, n, cap, err))
-		*rc = ST_ENOMEM;
+                arena_init(&tmp, 4096);
+                wire_get_str(&m.body.data, "error", &tmp, &why);
+                *rc = st_fail(err, ST_EDIM, "shard %zu: %s", g, why ? why : "error");
+                arena_release(&tmp);
+                goto out;
+        }
+        if (take_hits(&m.body.data, a, cand, n, cap, err))
+                *rc = ST_ENOMEM;
 out:
-	wire_msg_release(&m);
-	return done;
+        wire_msg_release(&m);
+        return done;
 }
 
 int fanout_search(struct fanout *f, const struct fanout_query *q, struct arena *a,
-		  struct composer_candidate **cand, size_t *n, double *coverage,
-		  struct st_error *err)
+                  struct composer_candidate **cand, size_t *n, double *coverage,
+                  struct st_error *err)
 {
-	struct pending p[FANOUT_MAX_SHARDS];
-	zmq_pollitem_t items[FANOUT_MAX_SHARDS * FANOUT_MAX_REPLICAS];
-	size_t where[FANOUT_MAX_SHARDS * FANOUT_MAX_REPLICAS][2];
-	msgpack_sbuffer sb;
-	size_t cap = 0, answered = 0, open = 0;
-	int64_t start = wire_now_ms();
-	int rc = 0;
+        struct pending p[FANOUT_MAX_SHARDS];
+        zmq_pollitem_t items[FANOUT_MAX_SHARDS * FANOUT_MAX_REPLICAS];
+        size_t where[FANOUT_MAX_SHARDS * FANOUT_MAX_REPLICAS][2];
+        msgpack_sbuffer sb;
+        size_t cap = 0, answered = 0, open = 0;
+        int64_t start = wire_now_ms();
+        int rc = 0;
 
-	*cand = NULL;
-	*n = 0;
-	f->req_id++;
-	msgpack_sbuffer_init(&sb);
-	pack_query(q, f->req_id, &sb);
-	memset(p, 0, sizeof(p));
-	for (size_t g = 0; g < f->n_shards; g++) {
-		if (send_next(f, g, &p[g], &sb))
-			open++;
-		else
-			p[g].done = true;
-	}
-	while (open > 0 && wire_now_ms() - start < f->deadline_ms) {
-		size_t ni = 0;
-		int64_t now;
+        *cand = NULL;
+        *n = 0;
+        f->req_id++;
+        msgpack_sbuffer_init(&sb);
+        pack_query(q, f->req_id, &sb);
+        memset(p, 0, sizeof(p));
+        for (size_t g = 0; g < f->n_shards; g++) {
+                if (send_next(f, g, &p[g], &sb))
+                        open++;
+                else
+                        p[g].done = true;
+        }
+        while (open > 0 && wire_now_ms() - start < f->deadline_ms) {
+                size_t ni = 0;
+                int64_t now;
 
-		for (size_t g = 0; g < f->n_shards; g++)
-			for (size_t r = 0; r < f->shards[g].n && !p[g].done; r++) {
-				items[ni] = (zmq_pollitem_t){f->shards[g].replicas[r].sock, 0,
-							     ZMQ_POLLIN, 0};
-				where[ni][0] = g;
-				where[ni][1] = r;
-				ni++;
-			}
-		if (zmq_poll(items, (int)ni, 20) < 0)
-			break;
-		for (size_t i = 0; i < ni; i++) {
-			size_t g = where[i][0];
+                for (size_t g = 0; g < f->n_shards; g++)
+                        for (size_t r = 0; r < f->shards[g].n && !p[g].done; r++) {
+                                items[ni] = (zmq_pollitem_t){f->shards[g].replicas[r].sock, 0,
+                                                             ZMQ_POLLIN, 0};
+                                where[ni][0] = g;
+                                where[ni][1] = r;
+                                ni++;
+                        }
+                if (zmq_poll(items, (int)ni, 20) < 0)
+                        break;
+                for (size_t i = 0; i < ni; i++) {
+                        size_t g = where[i][0];
 
-			if (!(items[i].revents & ZMQ_POLLIN) || p[g].done)
-				continue;
-			if (on_reply(f, g, where[i][1], &p[g], a, cand, n, &cap, &rc, err)) {
-				open--;
-				answered++;
-			}
-		}
-		now = wire_now_ms();
-		for (size_t g = 0; g < f->n_shards; g++) {
-			/* Each replica gets an equal slice of the deadline before failover. */
-			if (p[g].done || now - p[g].sent_at < f->deadline_ms / (long)f->shards[g].n)
-				continue;
-			if (!send_next(f, g, &p[g], &sb)) {
-				p[g].done = true;
-				open--;
-				log_warn("shard %zu: no replica answered", g);
-			}
-		}
-	}
-	msgpack_sbuffer_destroy(&sb);
-	*coverage = (double)answered / (double)f->n_shards;
-	if (rc)
-		return rc;
-	if (answered == 0)
-		return st_fail(err, ST_EAGAIN, "no shard answered within %ld ms", f->deadline_ms);
-	qsort(*cand, *n, sizeof(**cand), cmp_score);
-	if (*n > q->k)
-		*n = q->k;
-	return 0;
+                        if (!(items[i].revents & ZMQ_POLLIN) || p[g].done)
+                                continue;
+                        if (on_reply(f, g, where[i][1], &p[g], a, cand, n, &cap, &rc, err)) {
+                                open--;
+                                answered++;
+                        }
+                }
+                now = wire_now_ms();
+                for (size_t g = 0; g < f->n_shards; g++) {
+                        /* Each replica gets an equal slice of the deadline before failover. */
+                        if (p[g].done || now - p[g].sent_at < f->deadline_ms / (long)f->shards[g].n)
+                                continue;
+                        if (!send_next(f, g, &p[g], &sb)) {
+                                p[g].done = true;
+                                open--;
+                                log_warn("shard %zu: no replica answered", g);
+                        }
+                }
+        }
+        msgpack_sbuffer_destroy(&sb);
+        *coverage = (double)answered / (double)f->n_shards;
+        if (rc)
+                return rc;
+        if (answered == 0)
+                return st_fail(err, ST_EAGAIN, "no shard answered within %ld ms", f->deadline_ms);
+        qsort(*cand, *n, sizeof(**cand), cmp_score);
+        if (*n > q->k)
+                *n = q->k;
+        return 0;
 }

@@ -28,17 +28,17 @@ struct fanout;
  * shards[i] is a comma-separated list of replica endpoints of shard i,
  * e.g. "tcp://10.0.0.1:5600,tcp://10.0.0.2:5600".
  */
-int fanout_new(const char *const *shards, size_t n_shards, long deadline_ms,
-	       struct fanout **out, struct st_error *err);
+int fanout_new(const char *const *shards, size_t n_shards, long deadline_ms, struct fanout **out,
+               struct st_error *err);
 void fanout_destroy(struct fanout **f);
 
 struct fanout_query {
-	const float *vector; /* dim floats */
-	int dim;
-	const char *model;      /* embedding model; shards refuse another */
-	size_t k;               /* candidates wanted */
-	const char *base_model; /* normalized filter or NULL */
-	bool allow_nsfw;
+        const float *vector; /* dim floats */
+        int dim;
+        const char *model;      /* embedding model; shards refuse another */
+        size_t k;               /* candidates wanted */
+        const char *base_model; /* normalized filter or NULL */
+        bool allow_nsfw;
 };
 
 /*
@@ -48,7 +48,7 @@ struct fanout_query {
  * model mismatch.
  */
 int fanout_search(struct fanout *f, const struct fanout_query *q, struct arena *a,
-		  struct composer_candidate **cand, size_t *n, double *coverage,
-		  struct st_error *err);
+                  struct composer_candidate **cand, size_t *n, double *coverage,
+                  struct st_error *err);
 
 #endif

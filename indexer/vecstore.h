@@ -1,0 +1,180 @@
+/*
+ * vecstore.h - a shard's vector store: the embedding of every doc the shard
+ * owns, its base model and NSFW flag for filtering, and the opaque metadata
+ * blob (the msgpack StylusDoc) returned with each hit.  One store is one LMDB
+ * environment in its own directory; one shard server process opens one.
+ * The on-disk layout is the table at the top of vecstore.c.
+ *
+ * Rows: every doc id gets a row number for life.  Vectors live in blocks of
+ * VECSTORE_BLOCK_ROWS rows, each block one contiguous LMDB value that search
+ * reads in place through the memory map (no copy) and scores with one
+ * OpenBLAS sgemv: exact inner product, so put unit vectors to get cosine.
+ *
+ * Writes come in batches: vecstore_begin(), any number of vecstore_put() and
+ * vecstore_delete(), then vecstore_commit() with the changelog sequence the
+ * batch brings the store up to.  A batch is one LMDB write transaction, so a
+ * crash keeps either all of it, applied sequence included, or none of it.
+ * Searches while a batch is open see the last committed batch.  A commit
+ * rewrites every block the batch touched (VECSTORE_BLOCK_ROWS * dim * 4
+ * bytes: 6 MiB at dim 384), so apply a changelog in batches of many docs,
+ * not one commit per doc.
+ *
+ * Deletes are tombstones: the row keeps its number, its vector is zeroed and
+ * search skips it; if the id is put again it gets the same row back.
+ * Future work: compaction (renumber live rows, drop the dead ones) once
+ * tombstones are a noticeable share of a store.
+ *
+ * Errors: 0 or a negative ST_E* code (proto/errors.h); vecstore_last_error()
+ * has the message of the last failure on a store.
+ *   ST_EINVAL  bad argument, or call out of order (put with no batch open,
+ *              begin with one open).  The store and any open batch are
+ *              unchanged.
+ *   ST_EDIM    vecstore_open(): the directory holds another dim or model.
+ *   ST_EAGAIN  the memory map filled up.  The map has been grown and the
+ *              batch discarded: begin again and replay it.
+ *   ST_ETOOBIG the batch touched more pages than one LMDB transaction may
+ *              hold (it was discarded): commit smaller batches; or a store
+ *              reached 2^32 rows.
+ *   ST_EDB     LMDB failed, or the files break an invariant of the format.
+ *   ST_ENOMEM  out of memory.
+ *   ST_ENOTFOUND  vecstore_get_meta(): no live doc with that id.
+ * Any error from put, delete or commit other than ST_EINVAL discards the
+ * whole batch (an LMDB write transaction cannot go on after a failure).
+ *
+ * Thread rules: a store has one owner thread, which makes every call (the
+ * shard server is single-threaded).  It may be handed to another thread
+ * between calls while no batch is open.  Do not open the same directory
+ * twice in one process (an LMDB rule); other processes may read it.
+ */
+#ifndef STYLUS_VECSTORE_H
+#define STYLUS_VECSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/arena.h"
+#include "proto/doc.h"
+#include "proto/errors.h"
+
+#define VECSTORE_BLOCK_ROWS 4096            /* rows per vector block */
+#define VECSTORE_MAX_K      1000            /* most hits one search returns */
+#define VECSTORE_MAX_ID     256             /* bytes of a doc id, NUL included */
+#define VECSTORE_MAX_DIM    4096            /* floats per vector */
+#define VECSTORE_MAX_MODEL  64              /* bytes of a model name, NUL included */
+#define VECSTORE_MAX_META   ST_LIMIT_RECORD /* bytes of one metadata blob */
+#define VECSTORE_MAP_SIZE   (64ULL << 30)   /* address space reserved at open */
+
+/*
+ * Base model codes, stored per row and used in filters (bit 1u << code).
+ *   code  normalized name
+ *   0     sd15
+ *   1     sd21
+ *   2     sdxl
+ *   3     pony
+ *   4     illustrious
+ *   5     noobai
+ *   6     flux1
+ *   7     sd3
+ *   8     other
+ * Codes are on disk: append new ones, never renumber.
+ */
+enum vecstore_base {
+        VECSTORE_BASE_SD15,
+        VECSTORE_BASE_SD21,
+        VECSTORE_BASE_SDXL,
+        VECSTORE_BASE_PONY,
+        VECSTORE_BASE_ILLUSTRIOUS,
+        VECSTORE_BASE_NOOBAI,
+        VECSTORE_BASE_FLUX1,
+        VECSTORE_BASE_SD3,
+        VECSTORE_BASE_OTHER,
+        VECSTORE_BASE_COUNT
+};
+
+/* Code of a normalized base model name (table above); NULL or unknown names give "other". */
+int vecstore_base_code(const char *normalized);
+
+struct vecstore;
+
+/* Which rows a search may return. */
+struct vecstore_filter {
+        uint32_t base_models; /* bit (1u << code) per allowed base model; 0 allows all */
+        bool allow_nsfw;      /* false skips rows put with nsfw */
+};
+
+struct vecstore_hit {
+        float score;              /* inner product of the query and the row */
+        uint32_t row;             /* row number, stable for the life of the id */
+        char id[VECSTORE_MAX_ID]; /* doc id, NUL-terminated copy */
+};
+
+/*
+ * Open the store in directory dir (created if missing, its parent must
+ * exist), or create an empty one, for vectors of dim floats made by model
+ * (e.g. embedder.model).  A store created with another dim or model gives
+ * ST_EDIM with both named in err.  On success *out is yours; release it with
+ * vecstore_close().  err may be NULL.
+ */
+int vecstore_open(const char *dir, int dim, const char *model, struct vecstore **out,
+                  struct st_error *err);
+
+/* The same with the initial map size in bytes (small machines, tests); it grows on demand. */
+int vecstore_open_sized(const char *dir, int dim, const char *model, size_t map_size,
+                        struct vecstore **out, struct st_error *err);
+
+/* Abort any open batch, close the store, set *vs to NULL.  NULL or *vs NULL is fine. */
+void vecstore_close(struct vecstore **vs);
+
+/* Start a batch (one LMDB write transaction). */
+int vecstore_begin(struct vecstore *vs);
+
+/*
+ * Insert or replace doc id: its vector (dim floats, finite), base model code,
+ * NSFW flag and metadata blob (meta_len bytes, copied; at most
+ * VECSTORE_MAX_META).  A replaced doc keeps its row.
+ */
+int vecstore_put(struct vecstore *vs, const char *id, const float *vec, int base_model_code,
+                 bool nsfw, const void *meta, size_t meta_len);
+
+/* Tombstone doc id; an id that is absent or already deleted is fine. */
+int vecstore_delete(struct vecstore *vs, const char *id);
+
+/*
+ * Make the batch durable, recording applied_seq (the changelog sequence the
+ * store is now up to; it may not go below the stored one: ST_EINVAL, batch
+ * still open).  After any other result no batch is open.
+ */
+int vecstore_commit(struct vecstore *vs, uint64_t applied_seq);
+
+/* Discard the open batch, if any. */
+void vecstore_abort(struct vecstore *vs);
+
+/* Changelog sequence of the last committed batch (0 for a new store). */
+uint64_t vecstore_applied_seq(const struct vecstore *vs);
+
+/* Live (not deleted) docs as of the last committed batch. */
+size_t vecstore_count(const struct vecstore *vs);
+
+/*
+ * The k best live rows for query q (dim floats, finite) by inner product,
+ * among the rows filter f allows (f NULL allows all).  hits has room for k
+ * (k <= VECSTORE_MAX_K, else ST_EINVAL); *n_hits is set to the number found
+ * (< k when fewer rows qualify).  Hits are sorted by score, best first; equal
+ * scores by row.  Sees the last committed batch.
+ */
+int vecstore_search(struct vecstore *vs, const float *q, size_t k, const struct vecstore_filter *f,
+                    struct vecstore_hit *hits, size_t *n_hits);
+
+/*
+ * Metadata blob of live doc id, copied into a (valid until arena_release):
+ * *meta and *len.  ST_ENOTFOUND when the id is absent or deleted, ST_ENOMEM
+ * when a is full.
+ */
+int vecstore_get_meta(struct vecstore *vs, const char *id, struct arena *a, void **meta,
+                      size_t *len);
+
+/* Message of the last failure on vs ("" if none); valid until the next call. */
+const char *vecstore_last_error(const struct vecstore *vs);
+
+#endif

@@ -1,0 +1,124 @@
+/*
+ * composer.h - the built-in rule composer: for a prompt and the top-K
+ * candidate adapters from the shards, choose which adapters to apply, at
+ * which weight, on which image (Stylus paper sections 4 and 5, done by rules
+ * instead of an LLM).  Every step and formula is described at the top of
+ * composer.c; every chosen adapter carries a reason saying why it was chosen.
+ *
+ * Usage:
+ *
+ *	struct composer_options opt;
+ *	struct composer_result res;
+ *
+ *	composer_options_default(&opt);
+ *	opt.base_model = "sdxl";
+ *	rc = composer_run(prompt, candidates, n, &opt, &embedder, &arena, &res, &err);
+ *
+ * Ownership: everything in a composer_result lives in the arena passed to
+ * composer_run() and is valid until arena_release(); doc pointers are
+ * borrowed from the candidates, which must outlive the result.
+ *
+ * Thread rules: composer_run() keeps no state; it may run on any thread with
+ * its own arena.  The embedder may be shared.
+ */
+#ifndef STYLUS_QUERY_COMPOSER_H
+#define STYLUS_QUERY_COMPOSER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "proto/arena.h"
+#include "proto/doc.h"
+#include "proto/embed.h"
+#include "proto/errors.h"
+
+#define COMPOSER_MAX_PROMPT     2000 /* bytes; longer is ST_ETOOBIG */
+#define COMPOSER_MAX_CANDIDATES 1000 /* more is ST_ETOOBIG */
+#define COMPOSER_MAX_TOPICS     32   /* prompt pieces after the 32nd are ignored */
+#define COMPOSER_MAX_IMAGES     16
+#define COMPOSER_MAX_PER_TOPIC  8 /* upper bound of max_per_topic */
+
+/* One retrieved adapter; candidates come sorted by score, best first. */
+struct composer_candidate {
+        const struct st_doc *doc; /* borrowed, never NULL */
+        float score;              /* retrieval cosine of prompt and doc, -1..1 */
+};
+
+struct composer_options {
+        const char
+            *base_model;       /* normalized ("sdxl"); only docs with this exact base; NULL = any */
+        int n_images;          /* 1..COMPOSER_MAX_IMAGES, default 1 */
+        bool allow_nsfw;       /* default false */
+        bool allow_characters; /* character/celebrity adapters even when not named; default false */
+        int max_per_topic;     /* 0..COMPOSER_MAX_PER_TOPIC adapters per topic, default 3 */
+        int max_style;         /* style adapters over all topics, >= 0, default 2 */
+        float min_score;       /* lowest blended score an adapter may have, default 0.25 */
+};
+
+struct composer_topic {
+        const char *text; /* words of the prompt, as the user wrote them */
+        size_t *adapters; /* indexes into composer_result.adapters, best first */
+        size_t n_adapters;
+};
+
+struct composer_adapter {
+        const struct st_doc *doc; /* borrowed from the candidate */
+        size_t topic;             /* index into composer_result.topics */
+        double weight;            /* on image 0, where every adapter is active; 2 decimals */
+        float score;              /* blended score that chose it (composer.c, step c) */
+        const char *reason;       /* "matches topic 'corgi' (0.71: topic 0.82, ...)" */
+};
+
+/* Why candidates were left out: one count per rule, for the response. */
+struct composer_excluded {
+        size_t base_model;  /* base model differs from the requested one */
+        size_t nsfw;        /* NSFW and allow_nsfw unset */
+        size_t character;   /* character/celebrity not named in the prompt */
+        size_t no_files;    /* nothing to download */
+        size_t duplicate;   /* same model or same file as a better candidate */
+        size_t weak_match;  /* no topic matched well enough */
+        size_t topic_full;  /* its topic already had max_per_topic adapters */
+        size_t style_limit; /* max_style style adapters already chosen */
+};
+
+struct composer_result {
+        const char *composer; /* "rules" */
+        struct composer_topic *topics;
+        size_t n_topics;
+        struct composer_adapter *adapters; /* grouped by topic, in topic order */
+        size_t n_adapters;
+        size_t n_images;
+        /*
+         * Row-major n_images x n_adapters: masks[i * n_adapters + j] says
+         * whether adapter j is applied on image i, weights[...] at which weight
+         * (0 where masked off).  NULL when n_adapters == 0.
+         */
+        bool *masks;
+        double *weights;
+        struct composer_excluded excluded;
+};
+
+/* Fill o with the defaults documented in struct composer_options. */
+void composer_options_default(struct composer_options *o);
+
+/*
+ * Choose adapters for prompt from the n candidates c.  On success *out holds
+ * the result (possibly with no topics or no adapters: zero candidates is not
+ * an error).  Errors:
+ *   ST_ETOOBIG  prompt over COMPOSER_MAX_PROMPT bytes, n over COMPOSER_MAX_CANDIDATES
+ *   ST_EINVAL   an option out of range, a candidate without doc
+ *   ST_ENOMEM   the arena is full
+ *   any error of embedder_embed()
+ * On error *out is unspecified and err says why.
+ */
+int composer_run(const char *prompt, const struct composer_candidate *c, size_t n,
+                 const struct composer_options *opt, const struct embedder *e, struct arena *a,
+                 struct composer_result *out, struct st_error *err);
+
+/*
+ * The file a user downloads for doc: the first ".safetensors" file, else the
+ * first file; NULL when the doc has none.
+ */
+const struct st_file *composer_primary_file(const struct st_doc *doc);
+
+#endif
