@@ -16,7 +16,9 @@
  *         flux1          flux1
  *         sd3            sd3
  *         other          other
- *         (none)         any base
+ *         (none)         the base model of the best retrieved candidate that
+ *                        passes the other rules below: adapters of different
+ *                        base models cannot share one image
  *
  *       Pony, Illustrious and NoobAI share the SDXL architecture, so their
  *       adapters load on each other, but they were trained far apart and an
@@ -34,7 +36,8 @@
  *
  * (b) Topics.  The prompt is cut into pieces at , ; . : | ! ? ( ) [ ] { } and
  *     newlines, and before the words of separator_words below ("and", "with",
- *     "in", "wearing", "riding", "on", "at", "of", ...).  Leading and trailing
+ *     "in", "wearing", "riding", "on", "at", "of", ..., and verbs of action
+ *     such as "fighting" or "leaping").  Leading and trailing
  *     stop words and numbers are trimmed from each piece ("a corgi" ->
  *     "corgi"); a piece with nothing left is dropped, and a piece equal to an
  *     earlier one (case-insensitive) is merged into it.  A topic's text is the
@@ -61,7 +64,10 @@
  *     ties to the earlier topic) and is kept when topic(t,c) >= 0.20
  *     (MIN_TOPIC_COSINE) and score(t,c) >= min_score (default 0.25).  Kept
  *     candidates are taken best score first (ties: better retrieval rank
- *     first) and accepted unless: the same model (id before '@') or the same
+ *     first) and accepted unless: its topic cosine is below RELATIVE_TOPIC
+ *     (0.70) of the best topic cosine any candidate reached for that topic (a
+ *     "red sports car" adapter is no answer to "red fox" when a fox adapter
+ *     is there); the same model (id before '@') or the same
  *     file (sha256) was already accepted; its topic already has
  *     max_per_topic adapters; it is a style adapter and max_style were
  *     already accepted.  A topic that gets no adapter stays in the result
@@ -94,6 +100,7 @@
 #include <strings.h>
 
 #define MIN_TOPIC_COSINE   0.20f
+#define RELATIVE_TOPIC     0.70f /* of the best topic cosine in the same topic */
 #define BLEND_TOPIC        0.70f
 #define BLEND_RETRIEVAL    0.20f
 #define BLEND_POPULARITY   0.10f
@@ -109,10 +116,69 @@
 #define REASON_TOPIC_MAX   60 /* topic bytes quoted in a reason */
 
 static const char *const separator_words[] = {
-    "and",     "with",    "in",     "wearing", "riding", "on",        "at",    "of",     "holding",
-    "under",   "over",    "near",   "beside",  "behind", "by",        "from",  "inside", "into",
-    "through", "against", "while",  "above",   "below",  "between",   "among", "around", "across",
-    "along",   "amid",    "versus", "vs",      "plus",   "featuring", "using",
+    "and",
+    "with",
+    "in",
+    "wearing",
+    "riding",
+    "on",
+    "at",
+    "of",
+    "holding",
+    "under",
+    "over",
+    "near",
+    "beside",
+    "behind",
+    "by",
+    "from",
+    "inside",
+    "into",
+    "through",
+    "against",
+    "while",
+    "above",
+    "below",
+    "between",
+    "among",
+    "around",
+    "across",
+    "along",
+    "amid",
+    "versus",
+    "vs",
+    "plus",
+    "featuring",
+    "using",
+    /* Verbs of action start a new topic: "a knight fighting a dragon" is two. */
+    "fighting",
+    "battling",
+    "attacking",
+    "guarding",
+    "chasing",
+    "hunting",
+    "eating",
+    "drinking",
+    "reading",
+    "playing",
+    "standing",
+    "sitting",
+    "lying",
+    "walking",
+    "running",
+    "leaping",
+    "jumping",
+    "flying",
+    "swimming",
+    "dancing",
+    "driving",
+    "speeding",
+    "climbing",
+    "crossing",
+    "facing",
+    "looking",
+    "sleeping",
+    "casting",
 };
 
 static const char *const stop_words[] = {
@@ -633,9 +699,13 @@ static size_t choose(const struct composer_candidate *c, const struct composer_o
                      struct composer_result *r, const struct pick *picks, size_t n_picks,
                      size_t *per_topic, const struct pick **accepted)
 {
+        float best[COMPOSER_MAX_TOPICS] = {0};
         size_t n = 0;
         int n_style = 0;
 
+        for (size_t i = 0; i < n_picks; i++)
+                if (picks[i].topic_cos > best[picks[i].topic])
+                        best[picks[i].topic] = picks[i].topic_cos;
         for (size_t i = 0; i < n_picks; i++) {
                 const struct st_doc *d = c[picks[i].cand].doc;
                 bool style = task_is(d, "style");
@@ -643,7 +713,9 @@ static size_t choose(const struct composer_candidate *c, const struct composer_o
 
                 for (size_t k = 0; k < n && !dup; k++)
                         dup = same_adapter(c[accepted[k]->cand].doc, d);
-                if (dup) {
+                if (picks[i].topic_cos < RELATIVE_TOPIC * best[picks[i].topic]) {
+                        r->excluded.weak_match++;
+                } else if (dup) {
                         r->excluded.duplicate++;
                 } else if (per_topic[picks[i].topic] >= (size_t)o->max_per_topic) {
                         r->excluded.topic_full++;
@@ -716,11 +788,28 @@ static int fill_result(const struct composer_candidate *c, struct arena *a,
         return 0;
 }
 
+/*
+ * Without a requested base model: the base model of the best retrieved
+ * candidate that passes the other filters (NULL when none does).
+ */
+static const char *best_base(const char *prompt, const struct composer_candidate *c, size_t n,
+                             const struct composer_options *o)
+{
+        for (size_t i = 0; i < n; i++) {
+                bool named;
+
+                if (c[i].doc->base_model && filter(c[i].doc, prompt, o, &named) == KEEP)
+                        return c[i].doc->base_model;
+        }
+        return NULL;
+}
+
 int composer_run(const char *prompt, const struct composer_candidate *c, size_t n,
                  const struct composer_options *opt, const struct embedder *e, struct arena *a,
                  struct composer_result *out, struct st_error *err)
 {
         struct composer_result r = {.composer = "rules", .n_images = 0};
+        struct composer_options base_opt;
         const struct pick **accepted;
         struct pick *picks;
         size_t n_picks, n_accepted, *per_topic;
@@ -738,6 +827,14 @@ int composer_run(const char *prompt, const struct composer_candidate *c, size_t 
                 return st_fail(err, ST_ENOMEM, "composer: no memory");
         if ((rc = split_topics(prompt, a, r.topics, &r.n_topics, err)))
                 return rc;
+        r.base_model = opt->base_model;
+        if (!r.base_model) {
+                /* Adapters of different base models cannot share one image. */
+                base_opt = *opt;
+                base_opt.base_model = best_base(prompt, c, n, opt);
+                r.base_model = base_opt.base_model;
+                opt = &base_opt;
+        }
         if ((rc = score_candidates(prompt, c, n, opt, e, a, &r, picks, &n_picks, err)))
                 return rc;
         n_accepted = choose(c, opt, &r, picks, n_picks, per_topic, accepted);

@@ -82,7 +82,8 @@ struct composer_excluded {
 };
 
 struct composer_result {
-        const char *composer; /* "rules" */
+        const char *composer;   /* "rules" */
+        const char *base_model; /* the requested one, or chosen from the candidates (step a) */
         struct composer_topic *topics;
         size_t n_topics;
         struct composer_adapter *adapters; /* grouped by topic, in topic order */

@@ -577,6 +577,7 @@ int composer_result_to_json(const struct composer_result *r, const char *prompt,
                 return ST_ENOMEM;
         put(root, "prompt", text(prompt), &rc);
         put(root, "composer", text(r->composer), &rc);
+        put(root, "base_model", text(r->base_model), &rc);
         put(root, "topics", topics_json(r, &rc), &rc);
         adapters = json_array();
         for (size_t j = 0; adapters && j < r->n_adapters; j++)

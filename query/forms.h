@@ -8,6 +8,7 @@
  *   key              type      meaning
  *   prompt           string    the prompt as received
  *   composer         string    "rules" (or the LLM composer's name)
+ *   base_model       string|null the requested base model, or the one the composer chose
  *   topics           [object]  in prompt order, empty ones kept:
  *     .topic         string      words of the prompt
  *     .adapters      [string]    adapter ids chosen for it, best first

@@ -91,10 +91,15 @@ static void test_zero_vector(void)
         for (int i = 0; i < 64; i++)
                 zero = zero && v[i] == 0.0f;
         CHECK(zero);
-        CHECK(embed(&e, "masterpiece, best quality, highly detailed, 8k, LoRA v2 (1.2)", v) == 0);
+        CHECK(embed(&e, "masterpiece, best quality, highly, 8k, LoRA v2 (1.2)", v) == 0);
         for (int i = 0; i < 64; i++)
                 zero = zero && v[i] == 0.0f;
         CHECK(zero);
+        /* "detailed" is not boilerplate: detail-enhancer adapters answer to it. */
+        CHECK(embed(&e, "highly detailed", v) == 0);
+        for (int i = 0; i < 64; i++)
+                zero = zero && v[i] == 0.0f;
+        CHECK(!zero);
         CHECK(embedder_embed(&e, NULL, 0, v) == 0 && v[0] == 0.0f);
         CHECK(embedder_embed(&e, NULL, 5, v) == ST_EINVAL);
 }
