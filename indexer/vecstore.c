@@ -309,7 +309,7 @@ static int dirty_block(struct vecstore *vs, uint32_t b, float **data)
 
 static int set_row_vector(struct vecstore *vs, uint32_t row, const float *vec)
 {
-        float *data;
+        float *data = NULL;
         float *dst;
         int rc = dirty_block(vs, row / VECSTORE_BLOCK_ROWS, &data);
 
@@ -788,7 +788,7 @@ static int check_meta(struct vecstore *vs, MDB_txn *txn, const char *dir, const 
                       uint64_t format)
 {
         MDB_val k = text_val("model"), v;
-        uint64_t dim, seq, rows, live;
+        uint64_t dim = 0, seq = 0, rows = 0, live = 0;
         int rc;
 
         if (format != FORMAT_VERSION)

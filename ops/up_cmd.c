@@ -49,7 +49,7 @@ struct cluster {
 static const char *const demo_prompts[][2] = {
     {"a corgi dog in watercolor style", "sd15"},
     {"a samurai in armor on a snowy mountain", "sdxl"},
-    {"cyberpunk city street at night, neon lights", NULL},
+    {"cyberpunk city street at night, neon lights", "sdxl"},
 };
 
 static int free_port(void)
