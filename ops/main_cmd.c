@@ -22,6 +22,7 @@ static const struct command commands[] = {
     {"serve", cmd_serve, "query node: HTTP /v1/compose over the shards"},
     {"ask", cmd_ask, "ask a query node which adapters suit a prompt"},
     {"status", cmd_status, "print the catalog's counters and queues"},
+    {"keygen", cmd_keygen, "make a CURVE keypair for a cluster process"},
 };
 
 static void usage(FILE *f)
