@@ -27,23 +27,33 @@ struct fanout {
         uint64_t req_id;
 };
 
-static void *connect_replica(void *ctx, const char *endpoint)
+static void *connect_replica(void *ctx, const char *endpoint, const struct security *sec,
+                             struct st_error *err)
 {
         void *s = wire_socket(ctx, ZMQ_DEALER);
         int on = 1;
 
-        if (!s)
-                return NULL;
-        /* Queue nothing for a replica that is not connected: fail over instead. */
-        zmq_setsockopt(s, ZMQ_IMMEDIATE, &on, sizeof(on));
-        if (zmq_connect(s, endpoint)) {
-                zmq_close(s);
+        if (!s) {
+                st_fail(err, ST_EIO, "cannot make a socket");
                 return NULL;
         }
+        /* Queue nothing for a replica that is not connected: fail over instead. */
+        zmq_setsockopt(s, ZMQ_IMMEDIATE, &on, sizeof(on));
+        if (security_client(sec, s, endpoint, err))
+                goto fail;
+        if (zmq_connect(s, endpoint)) {
+                st_fail(err, ST_EINVAL, "cannot connect to %s: %s", endpoint,
+                        zmq_strerror(zmq_errno()));
+                goto fail;
+        }
         return s;
+fail:
+        zmq_close(s);
+        return NULL;
 }
 
-static int add_group(struct fanout *f, const char *list, struct st_error *err)
+static int add_group(struct fanout *f, const char *list, const struct security *sec,
+                     struct st_error *err)
 {
         struct shard_group *g = &f->shards[f->n_shards];
         const char *p = list;
@@ -59,9 +69,9 @@ static int add_group(struct fanout *f, const char *list, struct st_error *err)
                 r = &g->replicas[g->n];
                 memcpy(r->endpoint, p, len);
                 r->endpoint[len] = '\0';
-                r->sock = connect_replica(f->ctx, r->endpoint);
+                r->sock = connect_replica(f->ctx, r->endpoint, sec, err);
                 if (!r->sock)
-                        return st_fail(err, ST_EINVAL, "cannot connect to %s", r->endpoint);
+                        return ST_EINVAL;
                 g->n++;
                 p += len + (end ? 1 : 0);
         }
@@ -71,8 +81,8 @@ static int add_group(struct fanout *f, const char *list, struct st_error *err)
         return 0;
 }
 
-int fanout_new(const char *const *shards, size_t n_shards, long deadline_ms, struct fanout **out,
-               struct st_error *err)
+int fanout_new(const char *const *shards, size_t n_shards, long deadline_ms,
+               const struct security *sec, struct fanout **out, struct st_error *err)
 {
         struct fanout *f;
         int rc = 0;
@@ -85,7 +95,7 @@ int fanout_new(const char *const *shards, size_t n_shards, long deadline_ms, str
         f->ctx = zmq_ctx_new();
         f->deadline_ms = deadline_ms;
         for (size_t i = 0; i < n_shards && !rc; i++)
-                rc = add_group(f, shards[i], err);
+                rc = add_group(f, shards[i], sec, err);
         if (rc) {
                 fanout_destroy(&f);
                 return rc;

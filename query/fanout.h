@@ -17,6 +17,7 @@
 #include "proto/arena.h"
 #include "proto/doc.h"
 #include "proto/errors.h"
+#include "proto/security.h"
 #include "query/composer.h"
 
 #define FANOUT_MAX_SHARDS   64
@@ -26,10 +27,11 @@ struct fanout;
 
 /*
  * shards[i] is a comma-separated list of replica endpoints of shard i,
- * e.g. "tcp://10.0.0.1:5600,tcp://10.0.0.2:5600".
+ * e.g. "tcp://10.0.0.1:5600,tcp://10.0.0.2:5600".  sec gives the CURVE keys
+ * (proto/security.h); endpoints beyond loopback need them.
  */
-int fanout_new(const char *const *shards, size_t n_shards, long deadline_ms, struct fanout **out,
-               struct st_error *err);
+int fanout_new(const char *const *shards, size_t n_shards, long deadline_ms,
+               const struct security *sec, struct fanout **out, struct st_error *err);
 void fanout_destroy(struct fanout **f);
 
 struct fanout_query {

@@ -34,6 +34,7 @@
 #define QUERY_ARENA    ((size_t)256 << 20)
 
 struct server {
+        struct security security;
         struct fanout *fanout;
         struct embedder embedder;
         uint64_t requests, errors, composed, partial;
@@ -288,6 +289,9 @@ static void usage(FILE *f)
               "  --listen ADDR:PORT HTTP address (default 127.0.0.1:8080)\n"
               "  --dim N            embedding dimension of the index (default 384)\n"
               "  --deadline-ms MS   time allowed for the shards (default 2000)\n"
+              "  --curve-key F      this node's CURVE keypair (or STYLUS_CURVE_KEY)\n"
+              "  --curve-server-key F  the shards' public key (or STYLUS_CURVE_SERVER_KEY);\n"
+              "                     needed for shards that are not on loopback\n"
               "\n"
               "examples:\n"
               "  stylus serve --shard tcp://127.0.0.1:5600\n"
@@ -329,6 +333,7 @@ int cmd_serve(int argc, char **argv)
         struct MHD_Daemon *d;
         const char *shards[MAX_SHARD_ARGS];
         const char *listen = "127.0.0.1:8080";
+        const char *curve_key = NULL, *curve_server_key = NULL;
         size_t n_shards = 0;
         long dim = EMBED_DEFAULT_DIM, deadline = 2000;
         int c;
@@ -351,6 +356,12 @@ int cmd_serve(int argc, char **argv)
                 case 't':
                         deadline = strtol(optarg, NULL, 10);
                         break;
+                case 'K':
+                        curve_key = optarg;
+                        break;
+                case 'S':
+                        curve_server_key = optarg;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -365,8 +376,10 @@ int cmd_serve(int argc, char **argv)
                 return 2;
         }
         log_setup("serve", LOG_INFO);
-        if (fanout_new(shards, n_shards, deadline, &srv.fanout, &err)) {
+        if (security_load(&srv.security, curve_key, curve_server_key, NULL, &err) ||
+            fanout_new(shards, n_shards, deadline, &srv.security, &srv.fanout, &err)) {
                 log_error("%s", err.msg);
+                security_release(&srv.security);
                 return 1;
         }
         d = MHD_start_daemon(
@@ -377,6 +390,7 @@ int cmd_serve(int argc, char **argv)
         if (!d) {
                 log_error("cannot listen on %s", listen);
                 fanout_destroy(&srv.fanout);
+                security_release(&srv.security);
                 return 1;
         }
         log_info("query node on http://%s over %zu shard(s)", listen, n_shards);
@@ -385,6 +399,7 @@ int cmd_serve(int argc, char **argv)
                 pause();
         MHD_stop_daemon(d);
         fanout_destroy(&srv.fanout);
+        security_release(&srv.security);
         log_info("query node stopped after %llu requests", (unsigned long long)srv.requests);
         return 0;
 }
