@@ -1,8 +1,9 @@
 /*
  * crawler_cmd.c - `stylus crawler`: a worker that takes crawl jobs (a
- * source and a cursor), fetches that page of the source with the Civitai
- * driver (crawler/civitai.h), and returns one raw record per adapter
- * version plus the next cursor.
+ * source and a cursor), fetches that page of the source with its driver
+ * (crawler/civitai.h for "civitai", crawler/hf.h for "hf"), and returns one
+ * raw record per adapter version plus the next cursor.  Each source has its
+ * own fetcher, so each keeps its own per-host rate and token.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,57 +12,111 @@
 
 #include "crawler/civitai.h"
 #include "crawler/fetch.h"
+#include "crawler/hf.h"
 #include "ops/commands.h"
 #include "proto/cli.h"
 #include "proto/log.h"
 #include "proto/wire.h"
 
-#define TOKEN_MAX 512
+#define TOKEN_MAX       512
+#define HF_DEFAULT_RATE 1.5 /* under the Hub's 500 API calls per 5 minutes per IP */
 
 struct crawler {
-        struct fetcher *fetcher;
+        struct fetcher *civitai_fetcher;
+        struct fetcher *hf_fetcher;
         struct civitai_source civitai;
+        struct hf_source hf;
 };
 
-static int crawl_job(void *ctx, const msgpack_object *payload, struct arena *a, msgpack_packer *pk,
-                     struct st_error *err)
+/* What one crawl job produced, whatever the source; points into the job's arena. */
+struct crawl_result {
+        const char *next_cursor; /* NULL: the pass is done */
+        size_t n_skipped;
+        struct st_raw_record *records;
+        size_t n_records;
+};
+
+static int crawl_civitai(struct crawler *c, const char *cursor, struct arena *a,
+                         struct crawl_result *res, struct st_error *err)
 {
-        struct crawler *c = ctx;
         struct civitai_page page;
-        char *source = NULL, *cursor = NULL;
+        int rc = civitai_crawl_page(c->civitai_fetcher, &c->civitai, cursor, a, &page, err);
+
+        if (rc)
+                return rc;
+        log_info("civitai page %s: %zu models, %zu adapters, %zu skipped, %zu errors, next %s",
+                 cursor ? cursor : "(first)", page.n_items, page.n_records, page.n_skipped,
+                 page.n_errors, page.next_cursor ? page.next_cursor : "(none: pass done)");
+        *res =
+            (struct crawl_result){page.next_cursor, page.n_skipped, page.records, page.n_records};
+        return 0;
+}
+
+static int crawl_hf(struct crawler *c, const char *cursor, struct arena *a,
+                    struct crawl_result *res, struct st_error *err)
+{
+        struct hf_page page;
+        int rc = hf_crawl_page(c->hf_fetcher, &c->hf, cursor, a, &page, err);
+
+        if (rc)
+                return rc;
+        log_info("hf page %s: %zu repos, %zu adapters (%zu with cards), %zu skipped, "
+                 "%zu gated/disabled/private, %zu errors, next %s",
+                 cursor ? cursor : "(first)", page.n_items, page.n_records, page.n_cards,
+                 page.n_skipped, page.n_skipped_gated, page.n_errors,
+                 page.next_cursor ? page.next_cursor : "(none: pass done)");
+        *res = (struct crawl_result){page.next_cursor, page.n_skipped + page.n_skipped_gated,
+                                     page.records, page.n_records};
+        return 0;
+}
+
+static int pack_result(msgpack_packer *pk, const char *source, const struct crawl_result *res,
+                       struct st_error *err)
+{
         char stamp[32];
         time_t now = time(NULL);
         struct tm tm;
         int rc;
 
-        if (wire_get_str(payload, "source", a, &source))
-                return st_fail(err, ST_EMISSING, "crawl job without a source");
-        if (strcmp(source, "civitai"))
-                return st_fail(err, ST_EINVAL, "this crawler has no driver for source '%s'",
-                               source);
-        wire_get_str(payload, "cursor", a, &cursor); /* nil: first page */
-        rc = civitai_crawl_page(c->fetcher, &c->civitai, cursor, a, &page, err);
-        if (rc)
-                return rc;
         gmtime_r(&now, &tm);
         strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        log_info("page %s: %zu models, %zu adapters, %zu skipped, %zu errors, next %s",
-                 cursor ? cursor : "(first)", page.n_items, page.n_records, page.n_skipped,
-                 page.n_errors, page.next_cursor ? page.next_cursor : "(none: pass done)");
         msgpack_pack_map(pk, 4);
         wire_pack_kv_str(pk, "source", source);
-        wire_pack_kv_str(pk, "next_cursor", page.next_cursor);
-        wire_pack_kv_u64(pk, "skipped", page.n_skipped);
+        wire_pack_kv_str(pk, "next_cursor", res->next_cursor);
+        wire_pack_kv_u64(pk, "skipped", res->n_skipped);
         wire_pack_key(pk, "records");
-        msgpack_pack_array(pk, page.n_records);
-        for (size_t i = 0; i < page.n_records; i++) {
-                if (!page.records[i].crawled_at)
-                        page.records[i].crawled_at = stamp;
-                rc = st_raw_record_pack(pk, &page.records[i]);
+        msgpack_pack_array(pk, res->n_records);
+        for (size_t i = 0; i < res->n_records; i++) {
+                if (!res->records[i].crawled_at)
+                        res->records[i].crawled_at = stamp;
+                rc = st_raw_record_pack(pk, &res->records[i]);
                 if (rc)
-                        return st_fail(err, rc, "cannot encode %s", page.records[i].id);
+                        return st_fail(err, rc, "cannot encode %s", res->records[i].id);
         }
         return 0;
+}
+
+static int crawl_job(void *ctx, const msgpack_object *payload, struct arena *a, msgpack_packer *pk,
+                     struct st_error *err)
+{
+        struct crawler *c = ctx;
+        struct crawl_result res;
+        char *source = NULL, *cursor = NULL;
+        int rc;
+
+        if (wire_get_str(payload, "source", a, &source))
+                return st_fail(err, ST_EMISSING, "crawl job without a source");
+        wire_get_str(payload, "cursor", a, &cursor); /* nil: first page */
+        if (strcmp(source, "civitai") == 0)
+                rc = crawl_civitai(c, cursor, a, &res, err);
+        else if (strcmp(source, "hf") == 0)
+                rc = crawl_hf(c, cursor, a, &res, err);
+        else
+                return st_fail(err, ST_EINVAL, "this crawler has no driver for source '%.64s'",
+                               source);
+        if (rc)
+                return rc;
+        return pack_result(pk, source, &res, err);
 }
 
 /* A token from the environment or a file (first line), never from a flag value. */
@@ -90,26 +145,54 @@ static int read_token(const char *env, const char *file, char *buf, size_t size)
 
 static void usage(FILE *f)
 {
-        fputs("usage: stylus crawler [--connect ENDPOINT] [--civitai-url URL]\n"
-              "                      [--civitai-token-file FILE] [--max-per-host N]\n"
-              "                      [--rate REQ_PER_S] [--contact TEXT] [--max-jobs N]\n"
-              "\n"
-              "Run a crawler worker: take crawl jobs from the catalog, fetch pages of\n"
-              "Civitai's /api/v1/models (LORA, LoCon, DoRA; cursor pagination) and return\n"
-              "one raw record per adapter version, with example image prompts.\n"
-              "\n"
-              "  --connect ENDPOINT      catalog broker (default tcp://127.0.0.1:5555)\n"
-              "  --civitai-url URL       Civitai or a mirror (default https://civitai.com)\n"
-              "  --civitai-token-file F  API key file; or set STYLUS_CIVITAI_TOKEN (never logged)\n"
-              "  --max-per-host N        connections at once per host (default 2)\n"
-              "  --rate R                requests per second per host (default 1; 0 = no limit)\n"
-              "  --contact TEXT          contact put in the User-Agent (URL or e-mail)\n"
-              "  --max-jobs N            exit after N jobs (default: run until stopped)\n"
-              "\n"
-              "examples:\n"
-              "  STYLUS_CIVITAI_TOKEN=... stylus crawler --contact ops@example.org\n"
-              "  stylus crawler --civitai-url http://127.0.0.1:8000 --rate 0\n",
-              f);
+        fputs(
+            "usage: stylus crawler [--connect ENDPOINT] [--civitai-url URL]\n"
+            "                      [--civitai-token-file FILE] [--max-per-host N]\n"
+            "                      [--rate REQ_PER_S] [--hf-url URL] [--hf-token-file FILE]\n"
+            "                      [--hf-rate REQ_PER_S] [--hf-page-limit N]\n"
+            "                      [--contact TEXT] [--max-jobs N]\n"
+            "\n"
+            "Run a crawler worker: take crawl jobs from the catalog and return one raw\n"
+            "record per adapter version.  Source \"civitai\": pages of /api/v1/models\n"
+            "(LORA, LoCon, DoRA; cursor pagination) with example image prompts.  Source\n"
+            "\"hf\": pages of the Hugging Face /api/models LoRA listings (Link pagination),\n"
+            "each repo completed from its README's YAML front matter.\n"
+            "\n"
+            "  --connect ENDPOINT      catalog broker (default tcp://127.0.0.1:5555)\n"
+            "  --civitai-url URL       Civitai or a mirror (default https://civitai.com)\n"
+            "  --civitai-token-file F  API key file; or set STYLUS_CIVITAI_TOKEN (never logged)\n"
+            "  --max-per-host N        connections at once per host (default 2)\n"
+            "  --rate R                Civitai requests per second per host (default 1;\n"
+            "                          0 = no limit)\n"
+            "  --hf-url URL            Hugging Face or a mirror (default https://huggingface.co)\n"
+            "  --hf-token-file F       access token file; or set STYLUS_HF_TOKEN (never logged)\n"
+            "  --hf-rate R             Hugging Face requests per second per host (default 1.5;\n"
+            "                          0 = no limit)\n"
+            "  --hf-page-limit N       repos per Hugging Face listing page, 1..1000 (default 25)\n"
+            "  --contact TEXT          contact put in the User-Agent (URL or e-mail)\n"
+            "  --max-jobs N            exit after N jobs (default: run until stopped)\n"
+            "\n"
+            "examples:\n"
+            "  STYLUS_CIVITAI_TOKEN=... STYLUS_HF_TOKEN=... stylus crawler --contact "
+            "ops@example.org\n"
+            "  stylus crawler --civitai-url http://127.0.0.1:8000 --hf-url http://127.0.0.1:8000 "
+            "\\\n"
+            "                 --rate 0 --hf-rate 0\n",
+            f);
+}
+
+/* Make the fetcher of one source: cfg plus its rate (and the fetcher-wide token, if any). */
+static int make_fetcher(const struct fetcher_config *cfg, double rate, struct fetcher **out)
+{
+        struct fetcher_config c = *cfg;
+        struct st_error err = {0, ""};
+
+        c.rate_per_host = rate;
+        if (fetcher_new(&c, out, &err)) {
+                fprintf(stderr, "stylus crawler: %s\n", st_error_text(&err, err.code));
+                return 1;
+        }
+        return 0;
 }
 
 int cmd_crawler(int argc, char **argv)
@@ -122,17 +205,24 @@ int cmd_crawler(int argc, char **argv)
             {"rate", required_argument, NULL, 'r'},
             {"contact", required_argument, NULL, 'a'},
             {"max-jobs", required_argument, NULL, 'n'},
+            {"hf-url", required_argument, NULL, 'U'},
+            {"hf-token-file", required_argument, NULL, 'T'},
+            {"hf-rate", required_argument, NULL, 'R'},
+            {"hf-page-limit", required_argument, NULL, 'L'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
-        const char *endpoint = "tcp://127.0.0.1:5555", *token_file = NULL;
+        const char *endpoint = "tcp://127.0.0.1:5555", *token_file = NULL, *hf_token_file = NULL;
         const char *contact = "+https://github.com/stylus-catalog";
-        struct crawler c = {.civitai = {.base_url = "https://civitai.com", .page_limit = 100}};
+        struct crawler c = {
+            .civitai = {.base_url = "https://civitai.com", .page_limit = 100},
+            .hf = {.base_url = "https://huggingface.co", .page_limit = HF_DEFAULT_PAGE_LIMIT},
+        };
         struct fetcher_config cfg;
-        struct st_error err = {0};
-        char token[TOKEN_MAX], agent[512];
+        char token[TOKEN_MAX], hf_token[TOKEN_MAX], agent[512];
+        double hf_rate = HF_DEFAULT_RATE;
         long max_jobs = 0;
-        int opt, rc;
+        int opt, rc = 1;
 
         fetcher_config_defaults(&cfg);
         while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -158,6 +248,18 @@ int cmd_crawler(int argc, char **argv)
                 case 'n':
                         max_jobs = strtol(optarg, NULL, 10);
                         break;
+                case 'U':
+                        c.hf.base_url = optarg;
+                        break;
+                case 'T':
+                        hf_token_file = optarg;
+                        break;
+                case 'R':
+                        hf_rate = strtod(optarg, NULL);
+                        break;
+                case 'L':
+                        c.hf.page_limit = (int)strtol(optarg, NULL, 10);
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -166,27 +268,35 @@ int cmd_crawler(int argc, char **argv)
                         return 2;
                 }
         }
-        if (cfg.max_per_host == 0 || cfg.rate_per_host < 0) {
+        if (cfg.max_per_host == 0 || !(cfg.rate_per_host >= 0) || !(hf_rate >= 0) ||
+            c.hf.page_limit < 1 || c.hf.page_limit > HF_MAX_PAGE_LIMIT) {
                 usage(stderr);
                 return 2;
         }
-        if (read_token("STYLUS_CIVITAI_TOKEN", token_file, token, sizeof(token))) {
-                fprintf(stderr, "stylus crawler: cannot read the token file\n");
-                return 1;
+        if (read_token("STYLUS_CIVITAI_TOKEN", token_file, token, sizeof(token)) ||
+            read_token("STYLUS_HF_TOKEN", hf_token_file, hf_token, sizeof(hf_token))) {
+                fprintf(stderr, "stylus crawler: cannot read a token file\n");
+                goto out_tokens;
         }
         snprintf(agent, sizeof(agent), "stylus-catalog/0.1 (LoRA catalog crawler; %s)", contact);
         cfg.user_agent = agent;
+        if (hf_token[0])
+                c.hf.token = hf_token; /* sent per request, only to hf.base_url (hf.h) */
+        if (make_fetcher(&cfg, hf_rate, &c.hf_fetcher))
+                goto out_tokens;
         if (token[0]) {
                 cfg.token = token;
                 cfg.token_origin = c.civitai.base_url;
                 c.civitai.token = token;
         }
-        if (fetcher_new(&cfg, &c.fetcher, &err)) {
-                fprintf(stderr, "stylus crawler: %s\n", st_error_text(&err, err.code));
-                return 1;
-        }
+        if (make_fetcher(&cfg, cfg.rate_per_host, &c.civitai_fetcher))
+                goto out_hf;
         rc = cli_run_worker("crawler", endpoint, "crawl", crawl_job, &c, max_jobs);
-        fetcher_destroy(&c.fetcher);
-        memset(token, 0, sizeof(token));
+        fetcher_destroy(&c.civitai_fetcher);
+out_hf:
+        fetcher_destroy(&c.hf_fetcher);
+out_tokens:
+        explicit_bzero(token, sizeof(token));
+        explicit_bzero(hf_token, sizeof(hf_token));
         return rc;
 }

@@ -5,6 +5,16 @@
  * from its last applied sequence (a new shard starts from 0, which is its
  * snapshot), and answers QUERY on its ROUTER socket (proto/wire.h).
  * Any number of replicas may serve the same I/N; each has its own --data.
+ *
+ * Queries are batched without waiting: each loop drains every QUERY already
+ * queued on the ROUTER (up to QUERY_BATCH_MAX), groups those with the same k
+ * and filter (base model, NSFW, blocked ids) and answers each group with one
+ * vecstore_search_batch() (one sgemm or one int8 pass over the blocks for up
+ * to 32 queries); a query alone in its group takes vecstore_search() at once,
+ * so a lone query waits for nothing.  Every query gets its own HITS reply.
+ *
+ * QUERY may carry "blocked" (array of doc ids never to return); a shard
+ * turns them into rows with vecstore_rows_of_ids().
  */
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +33,11 @@
 #define SYNC_IDLE_MS    500  /* pause between polls once caught up */
 #define SYNC_TIMEOUT_MS 5000 /* resend a SYNC that got no answer */
 
+#define QUERY_BATCH_MAX   64              /* QUERY messages drained per loop */
+#define QUERY_MAX_BLOCKED 4096            /* blocked ids one QUERY may carry */
+#define BATCH_ARENA       ((size_t)96 << 20) /* parsed queries and hits of one batch */
+#define REPLY_ARENA       ((size_t)64 << 20) /* metadata of one reply */
+
 struct shard {
         struct vecstore *vs;
         struct embedder embedder; /* for the model name and dim only */
@@ -32,7 +47,19 @@ struct shard {
         bool sync_pending;
         int64_t sync_sent, next_sync;
         uint64_t head_seq; /* catalog head as last heard */
-        uint64_t queries;
+        uint64_t queries;  /* answered */
+        uint64_t batched;  /* of those, answered in a batch of two or more */
+        struct query *waiting; /* QUERY_BATCH_MAX drained messages */
+};
+
+/* A drained QUERY, parsed, waiting for its answer. */
+struct query {
+        struct wire_msg msg; /* held until answered: its identity addresses the reply */
+        uint64_t req_id;
+        size_t k;
+        struct vecstore_filter filter;
+        const float *vector; /* dim floats, in the batch arena */
+        bool answered;
 };
 
 static void send_sync(struct shard *s)
@@ -155,52 +182,17 @@ static void reply_error(struct shard *s, const struct wire_msg *m, uint64_t req_
         msgpack_sbuffer_destroy(&sb);
 }
 
-static void on_query(struct shard *s, const struct wire_msg *m)
+static void reply_hits(struct shard *s, struct query *q, const struct vecstore_hit *hits, size_t n)
 {
-        static struct vecstore_hit hits[VECSTORE_MAX_K];
-        const msgpack_object *b = &m->body.data;
-        struct vecstore_filter f = {0, false};
         struct arena a;
         msgpack_sbuffer sb;
         msgpack_packer pk;
-        uint64_t req_id = 0, k = 0;
-        char *model = NULL, *base = NULL;
-        const char *vec;
-        size_t vec_len, n = 0;
-        float *q;
 
-        arena_init(&a, (size_t)64 << 20);
-        if (wire_get_u64(b, "req_id", &req_id) || wire_get_u64(b, "k", &k) ||
-            wire_get_str(b, "model", &a, &model) || wire_get_bytes(b, "vector", &vec, &vec_len)) {
-                reply_error(s, m, req_id, "QUERY needs req_id, k, model and vector");
-                goto out;
-        }
-        if (strcmp(model, s->embedder.model) ||
-            vec_len != (size_t)s->embedder.dim * sizeof(float)) {
-                reply_error(s, m, req_id,
-                            "embedding model mismatch: this shard serves another model");
-                goto out;
-        }
-        wire_get_bool(b, "allow_nsfw", &f.allow_nsfw);
-        if (!wire_get_str(b, "base_model", &a, &base))
-                f.base_models = 1u << vecstore_base_code(base);
-        if (k == 0 || k > VECSTORE_MAX_K)
-                k = VECSTORE_MAX_K;
-        q = arena_alloc(&a, vec_len);
-        if (!q) {
-                reply_error(s, m, req_id, "out of memory");
-                goto out;
-        }
-        memcpy(q, vec, vec_len);
-        if (vecstore_search(s->vs, q, (size_t)k, &f, hits, &n)) {
-                reply_error(s, m, req_id, "search failed");
-                goto out;
-        }
-        s->queries++;
+        arena_init(&a, REPLY_ARENA);
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         msgpack_pack_map(&pk, 3);
-        wire_pack_kv_u64(&pk, "req_id", req_id);
+        wire_pack_kv_u64(&pk, "req_id", q->req_id);
         wire_pack_kv_bool(&pk, "ok", true);
         wire_pack_key(&pk, "hits");
         msgpack_pack_array(&pk, n);
@@ -215,9 +207,157 @@ static void on_query(struct shard *s, const struct wire_msg *m)
                 msgpack_pack_float(&pk, hits[i].score);
                 wire_pack_kv_bin(&pk, "doc", meta, len);
         }
-        wire_send(s->router, m->identity, m->identity_len, "HITS", sb.data, sb.size);
+        wire_send(s->router, q->msg.identity, q->msg.identity_len, "HITS", sb.data, sb.size);
         msgpack_sbuffer_destroy(&sb);
-out:
+        arena_release(&a);
+        q->answered = true;
+        s->queries++;
+}
+
+/* The rows of the optional "blocked" id array of a QUERY body, in a. */
+static int parse_blocked(struct shard *s, const msgpack_object *b, struct arena *a,
+                         struct vecstore_filter *f)
+{
+        const msgpack_object *list = wire_get(b, "blocked");
+        const char **ids;
+        uint32_t *rows;
+        size_t n, found = 0;
+
+        if (!list || list->type == MSGPACK_OBJECT_NIL)
+                return 0;
+        if (list->type != MSGPACK_OBJECT_ARRAY || list->via.array.size > QUERY_MAX_BLOCKED)
+                return ST_EINVAL;
+        n = list->via.array.size;
+        ids = arena_calloc(a, n + 1, sizeof(*ids));
+        rows = arena_calloc(a, n + 1, sizeof(*rows));
+        if (!ids || !rows)
+                return ST_ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const msgpack_object *o = &list->via.array.ptr[i];
+
+                if (o->type != MSGPACK_OBJECT_STR)
+                        return ST_EINVAL;
+                ids[i] = arena_strndup(a, o->via.str.ptr, o->via.str.size);
+                if (!ids[i])
+                        return ST_ENOMEM;
+        }
+        if (vecstore_rows_of_ids(s->vs, ids, n, rows, &found))
+                return ST_EINVAL;
+        f->blocked = rows;
+        f->n_blocked = found;
+        return 0;
+}
+
+/* Read a QUERY; on a bad one, reply with the error and mark it answered. */
+static void parse_query(struct shard *s, struct query *q, struct arena *a)
+{
+        const msgpack_object *b = &q->msg.body.data;
+        uint64_t k = 0;
+        char *model = NULL, *base = NULL;
+        const char *vec;
+        size_t vec_len;
+        float *v;
+
+        memset(&q->filter, 0, sizeof(q->filter));
+        q->req_id = 0;
+        q->answered = false;
+        if (wire_get_u64(b, "req_id", &q->req_id) || wire_get_u64(b, "k", &k) ||
+            wire_get_str(b, "model", a, &model) || wire_get_bytes(b, "vector", &vec, &vec_len)) {
+                reply_error(s, &q->msg, q->req_id, "QUERY needs req_id, k, model and vector");
+                q->answered = true;
+                return;
+        }
+        if (strcmp(model, s->embedder.model) ||
+            vec_len != (size_t)s->embedder.dim * sizeof(float)) {
+                reply_error(s, &q->msg, q->req_id,
+                            "embedding model mismatch: this shard serves another model");
+                q->answered = true;
+                return;
+        }
+        wire_get_bool(b, "allow_nsfw", &q->filter.allow_nsfw);
+        if (!wire_get_str(b, "base_model", a, &base))
+                q->filter.base_models = 1u << vecstore_base_code(base);
+        q->k = k == 0 || k > VECSTORE_MAX_K ? VECSTORE_MAX_K : (size_t)k;
+        /* vec may be unaligned inside the message: copy before use. */
+        v = arena_alloc(a, vec_len);
+        if (!v || parse_blocked(s, b, a, &q->filter)) {
+                reply_error(s, &q->msg, q->req_id, v ? "bad blocked ids" : "out of memory");
+                q->answered = true;
+                return;
+        }
+        memcpy(v, vec, vec_len);
+        q->vector = v;
+}
+
+static bool same_search(const struct query *x, const struct query *y)
+{
+        const struct vecstore_filter *f = &x->filter, *g = &y->filter;
+
+        return x->k == y->k && f->base_models == g->base_models &&
+               f->allow_nsfw == g->allow_nsfw && f->n_blocked == g->n_blocked &&
+               (f->n_blocked == 0 ||
+                memcmp(f->blocked, g->blocked, f->n_blocked * sizeof(*f->blocked)) == 0);
+}
+
+/* Answer the queries from first on that share its search: one batch, or one search. */
+static void answer_group(struct shard *s, struct query *qs, size_t n, size_t first,
+                         struct arena *a)
+{
+        size_t dim = (size_t)s->embedder.dim, k = qs[first].k, m = 0;
+        size_t *members = arena_calloc(a, n, sizeof(*members));
+        size_t *n_hits = arena_calloc(a, n, sizeof(*n_hits));
+        float *vectors;
+        struct vecstore_hit *hits;
+        int rc;
+
+        if (!members || !n_hits)
+                goto out_nomem;
+        for (size_t i = first; i < n; i++)
+                if (!qs[i].answered && same_search(&qs[first], &qs[i]))
+                        members[m++] = i;
+        vectors = arena_alloc(a, m * dim * sizeof(*vectors));
+        hits = arena_calloc(a, m * k, sizeof(*hits));
+        if (!vectors || !hits)
+                goto out_nomem;
+        for (size_t i = 0; i < m; i++)
+                memcpy(vectors + i * dim, qs[members[i]].vector, dim * sizeof(*vectors));
+        if (m == 1)
+                rc = vecstore_search(s->vs, vectors, k, &qs[first].filter, hits, n_hits);
+        else
+                rc = vecstore_search_batch(s->vs, vectors, m, k, &qs[first].filter, hits, n_hits);
+        for (size_t i = 0; i < m; i++) {
+                struct query *q = &qs[members[i]];
+
+                if (rc) {
+                        reply_error(s, &q->msg, q->req_id, "search failed");
+                        q->answered = true;
+                } else {
+                        reply_hits(s, q, hits + i * k, n_hits[i]);
+                }
+        }
+        if (rc)
+                log_error("search failed: %s (%s)", st_strerror(rc), vecstore_last_error(s->vs));
+        else if (m > 1)
+                s->batched += m;
+        return;
+out_nomem:
+        reply_error(s, &qs[first].msg, qs[first].req_id, "out of memory");
+        qs[first].answered = true;
+}
+
+/* Answer n drained QUERY messages, batching those that share k and filter; release them. */
+static void answer_queries(struct shard *s, struct query *qs, size_t n)
+{
+        struct arena a;
+
+        arena_init(&a, BATCH_ARENA);
+        for (size_t i = 0; i < n; i++)
+                parse_query(s, &qs[i], &a);
+        for (size_t i = 0; i < n; i++)
+                if (!qs[i].answered)
+                        answer_group(s, qs, n, i, &a);
+        for (size_t i = 0; i < n; i++)
+                wire_msg_release(&qs[i].msg);
         arena_release(&a);
 }
 
@@ -228,11 +368,12 @@ static void on_status(struct shard *s, const struct wire_msg *m)
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 6);
+        msgpack_pack_map(&pk, 7);
         wire_pack_kv_u64(&pk, "count", vecstore_count(s->vs));
         wire_pack_kv_u64(&pk, "applied_seq", vecstore_applied_seq(s->vs));
         wire_pack_kv_u64(&pk, "head_seq", s->head_seq);
         wire_pack_kv_u64(&pk, "queries", s->queries);
+        wire_pack_kv_u64(&pk, "batched", s->batched);
         wire_pack_kv_str(&pk, "model", s->embedder.model);
         wire_pack_key(&pk, "shard");
         msgpack_pack_array(&pk, 2);
@@ -246,6 +387,7 @@ static void usage(FILE *f)
 {
         fputs(
             "usage: stylus shard I/N --data DIR [--bind ENDPOINT] [--catalog ENDPOINT] [--dim N]\n"
+            "                        [--scan int8|exact]\n"
             "\n"
             "Run shard server I of N: follow the catalog's changelog for the docs this\n"
             "shard owns (hash(id) mod N == I), store their vectors in DIR, and answer\n"
@@ -255,6 +397,9 @@ static void usage(FILE *f)
             "  --bind ENDPOINT    ROUTER endpoint for queries (default tcp://127.0.0.1:5600)\n"
             "  --catalog ENDPOINT catalog coordinator (default tcp://127.0.0.1:5555)\n"
             "  --dim N            embedding dimension (default 384)\n"
+            "  --scan MODE        int8: int8 scan, best 4k+64 re-ranked exactly (default);\n"
+            "                     exact: float32 inner product with every row\n"
+            "                     (threads: OPENBLAS_NUM_THREADS, default all cores)\n"
             "\n"
             "examples:\n"
             "  stylus shard 0/1 --data ./shard0\n"
@@ -285,14 +430,23 @@ static void serve(struct shard *s, volatile sig_atomic_t *stop)
                 struct wire_msg m;
                 int64_t now;
 
+                size_t n = 0;
+
                 zmq_poll(items, 2, 100);
-                while (wire_recv(s->router, true, ZMQ_DONTWAIT, &m) == 0) {
-                        if (!strcmp(m.command, "QUERY") && m.has_body)
-                                on_query(s, &m);
-                        else if (!strcmp(m.command, "STATUS"))
-                                on_status(s, &m);
-                        wire_msg_release(&m);
+                while (n < QUERY_BATCH_MAX &&
+                       wire_recv(s->router, true, ZMQ_DONTWAIT, &s->waiting[n].msg) == 0) {
+                        struct wire_msg *q = &s->waiting[n].msg;
+
+                        if (!strcmp(q->command, "QUERY") && q->has_body) {
+                                n++; /* answered below, with the others waiting */
+                                continue;
+                        }
+                        if (!strcmp(q->command, "STATUS"))
+                                on_status(s, q);
+                        wire_msg_release(q);
                 }
+                if (n)
+                        answer_queries(s, s->waiting, n);
                 while (wire_recv(s->catalog, false, ZMQ_DONTWAIT, &m) == 0) {
                         if (!strcmp(m.command, "CHANGES") && m.has_body)
                                 on_changes(s, &m.body.data);
@@ -311,13 +465,14 @@ int cmd_shard(int argc, char **argv)
         static const struct option opts[] = {
             {"data", required_argument, NULL, 'd'},    {"bind", required_argument, NULL, 'b'},
             {"catalog", required_argument, NULL, 'c'}, {"dim", required_argument, NULL, 'm'},
+            {"scan", required_argument, NULL, 's'},
             {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
         };
         static volatile sig_atomic_t stop;
         struct shard s = {0};
         struct st_error err = {0};
         const char *data = NULL, *bind = "tcp://127.0.0.1:5600";
-        const char *catalog = "tcp://127.0.0.1:5555";
+        const char *catalog = "tcp://127.0.0.1:5555", *scan = "int8";
         long dim = EMBED_DEFAULT_DIM;
         void *ctx;
         int c, rc = 1;
@@ -336,6 +491,9 @@ int cmd_shard(int argc, char **argv)
                 case 'm':
                         dim = strtol(optarg, NULL, 10);
                         break;
+                case 's':
+                        scan = optarg;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -345,16 +503,23 @@ int cmd_shard(int argc, char **argv)
                 }
         }
         if (optind != argc - 1 || parse_shard(argv[optind], &s.index, &s.count) || !data ||
-            dim <= 0 || dim > EMBED_MAX_DIM || embedder_init(&s.embedder, (int)dim)) {
+            dim <= 0 || dim > EMBED_MAX_DIM || embedder_init(&s.embedder, (int)dim) ||
+            (strcmp(scan, "int8") && strcmp(scan, "exact"))) {
                 usage(stderr);
                 return 2;
         }
         log_setup("shard", LOG_INFO);
         worker_stop_on_signals(&stop);
-        if (vecstore_open(data, s.embedder.dim, s.embedder.model, &s.vs, &err)) {
-                log_error("%s", st_error_text(&err, err.code));
+        s.waiting = calloc(QUERY_BATCH_MAX, sizeof(*s.waiting));
+        if (!s.waiting) {
+                log_error("out of memory");
                 return 1;
         }
+        if (vecstore_open(data, s.embedder.dim, s.embedder.model, &s.vs, &err)) {
+                log_error("%s", st_error_text(&err, err.code));
+                goto out_waiting;
+        }
+        vecstore_set_scan(s.vs, strcmp(scan, "exact") ? VECSTORE_SCAN_INT8 : VECSTORE_SCAN_EXACT);
         ctx = zmq_ctx_new();
         s.router = wire_socket(ctx, ZMQ_ROUTER);
         s.catalog = wire_socket(ctx, ZMQ_DEALER);
@@ -363,9 +528,9 @@ int cmd_shard(int argc, char **argv)
                           zmq_strerror(zmq_errno()));
                 goto out;
         }
-        log_info("shard %llu/%llu on %s, %zu docs, applied seq %llu", (unsigned long long)s.index,
-                 (unsigned long long)s.count, bind, vecstore_count(s.vs),
-                 (unsigned long long)vecstore_applied_seq(s.vs));
+        log_info("shard %llu/%llu on %s, %zu docs, applied seq %llu, %s scan",
+                 (unsigned long long)s.index, (unsigned long long)s.count, bind,
+                 vecstore_count(s.vs), (unsigned long long)vecstore_applied_seq(s.vs), scan);
         serve(&s, &stop);
         rc = 0;
 out:
@@ -373,5 +538,7 @@ out:
         zmq_close(s.catalog);
         zmq_ctx_term(ctx);
         vecstore_close(&s.vs);
+out_waiting:
+        free(s.waiting);
         return rc;
 }

@@ -1,15 +1,15 @@
 /*
  * vecstore.c - a shard's vector store in its own LMDB environment (see
- * vecstore.h for the interface).
+ * vecstore.h for the interface, docs/search.md for the search modes).
  *
- * On-disk layout, format 1.  Five named databases in one environment.
+ * On-disk layout, format 2.  Six named databases in one environment.
  * Integers in values are little-endian; row and block keys are big-endian so
- * that LMDB's byte order is numeric order.  Vectors are float32 in host byte
- * order, because search reads them in place: like LMDB's own file, a store
- * moves only between machines of the same byte order.
+ * that LMDB's byte order is numeric order.  Vectors and scales are float32 in
+ * host byte order, because search reads them in place: like LMDB's own file,
+ * a store moves only between machines of the same byte order.
  *
  *   "meta"    key (ASCII)    value
- *             "format"       u32      1
+ *             "format"       u32      2 (1: no "blocks_i8"; migrated at open)
  *             "dim"          u32      floats per vector, 1..VECSTORE_MAX_DIM
  *             "model"        bytes    embedding model name, no NUL, < VECSTORE_MAX_MODEL
  *             "applied_seq"  u64      changelog sequence of the last committed batch
@@ -30,17 +30,45 @@
  *   "blocks"  u32 BE block  ->  VECSTORE_BLOCK_ROWS * dim float32
  *             row r is at block r / VECSTORE_BLOCK_ROWS, float offset
  *             (r % VECSTORE_BLOCK_ROWS) * dim; rows past "rows" and
- *             tombstoned rows are all zero.  Values this big live on
- *             LMDB overflow pages: contiguous, and 16-byte aligned in the map.
+ *             tombstoned rows are all zero.
+ *
+ *   "blocks_i8"  u32 BE block  ->  offset  size                       field
+ *                                  0       VECSTORE_BLOCK_ROWS * 4    float32 scale per row
+ *                                  16384   VECSTORE_BLOCK_ROWS * cd   int8 codes, cd = dim
+ *                                                                     rounded up to a multiple
+ *                                                                     of 4, interleaved by 16
+ *                                                                     rows (indexer/scan_kernel.h)
+ *             exactly the codes scan_quantize() gives for the float32
+ *             block of the same number (zero rows: scale 0, codes 0).
+ *
+ * Block values this big live on LMDB overflow pages: contiguous, and 16-byte
+ * aligned in the map (search checks, and reads them with unaligned loads).
  *
  * Invariants: every row below "rows" has a "rows" entry and lies in a stored
- * block; ids[id] == r exactly when rows[r] names id; "live" counts rows
- * without the deleted flag; docs[id] exists exactly when id's row is live.
+ * block of both kinds; ids[id] == r exactly when rows[r] names id; "live"
+ * counts rows without the deleted flag; docs[id] exists exactly when id's
+ * row is live; "blocks_i8"[b] encodes "blocks"[b].
  *
- * In memory the store keeps each row's base code and flags (2 bytes a row)
- * so search filters without touching "rows".  A batch works on a copy of
- * that table and on dirty copies of the blocks it changes, which go into the
- * transaction when the batch commits or too many are held.
+ * Format 1 is format 2 without "blocks_i8".  Opening one migrates it: the
+ * open's write transaction encodes every float32 block and sets "format" to
+ * 2, so a crash leaves either format 1 or a complete format 2.
+ *
+ * In memory the store keeps each row's base code and flags (2 bytes a row),
+ * and the same facts as bitmaps (live, nsfw, one per base code), so search
+ * filters 64 rows with a few word operations and never touches "rows".  A
+ * batch works on a copy of those and on dirty copies of the float32 blocks
+ * it changes, which go into the transaction, together with their int8
+ * encoding, when the batch commits or too many are held.
+ *
+ * Search (vecstore_search_batch()): queries go in chunks of BATCH_QUERIES.
+ * For each block, a bitmap of the rows the filter allows; blocks with none
+ * are skipped.  Exact mode scores a block with one sgemv or sgemm; int8 mode
+ * scores SPAN_ROWS rows at a time with the scan kernel, split over helper
+ * threads by block.  Each query keeps a top-k of its best rows (struct
+ * topk: k exact, 4k + 64 int8 candidates); the kernel's threshold test
+ * against the top-k's threshold skips most rows 64 at a time.  int8
+ * candidates are merged across threads and re-ranked by cblas_sdot against
+ * their float32 rows.
  */
 #include "indexer/vecstore.h"
 
@@ -48,12 +76,16 @@
 #include <errno.h>
 #include <lmdb.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#define FORMAT_VERSION 1
+#include "indexer/scan_kernel.h"
+
+#define FORMAT_VERSION    2
+#define FORMAT_NO_INT8    1 /* the format migrated at open */
 
 #define FLAG_NSFW    0x01
 #define FLAG_DELETED 0x02
@@ -61,6 +93,16 @@
 #define ROW_HEADER 2 /* bytes before the id in a "rows" value */
 
 #define DIRTY_BYTES_MAX (64u << 20) /* block copies one batch may hold before flushing */
+
+#define BATCH_QUERIES   32  /* queries scored together: one sgemm, one int8 pass */
+#define SPAN_ROWS       1024 /* rows an int8 pass scores before selecting (scores stay in L2) */
+#define RERANK_FACTOR   4   /* int8 mode re-ranks RERANK_FACTOR * k + RERANK_MARGIN rows */
+#define RERANK_MARGIN   64
+#define BLOCK_WORDS     (VECSTORE_BLOCK_ROWS / 64) /* bitmap words per block */
+#define MAX_CANDIDATES  (RERANK_FACTOR * VECSTORE_MAX_K + RERANK_MARGIN)
+
+/* The bitmaps of a state: word w of map m is bits[w * MAPS + m]. */
+enum { MAP_LIVE, MAP_NSFW, MAP_BASE, MAPS = MAP_BASE + VECSTORE_BASE_COUNT };
 
 struct row_attr {
         uint8_t base;  /* enum vecstore_base */
@@ -73,7 +115,8 @@ struct state {
         uint32_t rows;          /* rows allocated */
         uint32_t live;          /* rows not deleted */
         struct row_attr *attrs; /* rows entries */
-        size_t cap;             /* entries allocated in attrs */
+        uint64_t *bits;         /* cap / 64 words per map (MAP_*); 0 past rows */
+        size_t cap;             /* entries allocated in attrs; a multiple of 64 */
 };
 
 /* A changed copy of one block, written into the transaction at flush. */
@@ -82,24 +125,80 @@ struct dirty_block {
         float *data; /* VECSTORE_BLOCK_ROWS * dim floats, malloc'd */
 };
 
-/* A candidate in the top-k heap. */
+/* A candidate row. */
 struct slot {
         float score;
         uint32_t row;
 };
 
+/*
+ * The best cap candidates offered, kept loosely: candidates at or above the
+ * threshold go into a buffer of 2 * cap; a full buffer is cut back to its
+ * best cap by quickselect, whose worst becomes the threshold.  Amortized
+ * O(1) per candidate, where a heap pays a sift per insertion.  The result
+ * depends only on the set offered, not on the order.
+ */
+struct topk {
+        struct slot *slots; /* 2 * cap */
+        size_t n;           /* slots used */
+        size_t cap;         /* candidates wanted */
+        float threshold;    /* -INFINITY until the first cut */
+};
+
+/* What an int8 scan reads; shared read-only by its threads. */
+struct scan_plan {
+        const struct state *state;
+        const struct vecstore_filter *filter;
+        const struct scan_kernel *kernel;
+        const unsigned char *const *blocks; /* "blocks_i8" values by block */
+        size_t code_dim;
+        struct scan_queries queries;
+        size_t cap; /* candidates kept per query */
+};
+
+/* One thread's share of an int8 scan: blocks first..end-1. */
+struct share {
+        const struct scan_plan *plan;
+        uint32_t first, end;
+        float *scores;                 /* BATCH_QUERIES * SPAN_ROWS */
+        struct topk tops[BATCH_QUERIES]; /* candidates of each query */
+        pthread_t thread;
+        bool started;
+};
+
+/* Buffers of a search, kept between searches and grown on demand. */
+struct scratch {
+        float *scores;        /* threads * BATCH_QUERIES * VECSTORE_BLOCK_ROWS */
+        struct slot *slots;   /* n_slots: 2 * cap per query and thread */
+        size_t n_slots;
+        struct slot *merged;  /* 2 * MAX_CANDIDATES, int8 candidates of one query */
+        struct slot *ranked;  /* 2 * VECSTORE_MAX_K, re-ranked hits of one query */
+        size_t score_floats;
+        const unsigned char **blocks; /* block_cap, "blocks_i8" values in the search's txn */
+        const unsigned char **floats; /* block_cap, "blocks" values fetched for re-ranking */
+        size_t block_cap;
+        int8_t *codes;        /* BATCH_QUERIES * code_dim */
+        float *scales;        /* BATCH_QUERIES */
+        int32_t *sums;        /* BATCH_QUERIES */
+        struct share *shares; /* VECSTORE_MAX_THREADS */
+};
+
 struct vecstore {
         MDB_env *env;
-        MDB_dbi meta, ids, rows, docs, blocks;
+        MDB_dbi meta, ids, rows, docs, blocks, blocks_i8;
         int dim;
-        size_t block_bytes;
+        size_t block_bytes;    /* float32 block value */
+        size_t code_dim;       /* int8 codes per row */
+        size_t i8_block_bytes; /* int8 block value */
         struct state committed;
         struct state pending; /* valid while txn != NULL */
         MDB_txn *txn;         /* the open batch, or NULL */
         struct dirty_block *dirty;
         size_t n_dirty, max_dirty;
-        float *scores;     /* VECSTORE_BLOCK_ROWS, scratch for search */
-        struct slot *heap; /* VECSTORE_MAX_K, scratch for search */
+        enum vecstore_scan scan;
+        int threads;
+        const struct scan_kernel *kernel;
+        struct scratch scratch;
         struct st_error err;
 };
 
@@ -181,6 +280,7 @@ static int state_reserve(struct state *s, size_t n)
 {
         size_t cap = s->cap ? s->cap : 1024;
         struct row_attr *p;
+        uint64_t *bits;
 
         if (n <= s->cap)
                 return 0;
@@ -190,6 +290,11 @@ static int state_reserve(struct state *s, size_t n)
         if (!p)
                 return ST_ENOMEM;
         s->attrs = p;
+        bits = realloc(s->bits, cap / 64 * MAPS * sizeof(*bits));
+        if (!bits)
+                return ST_ENOMEM;
+        memset(bits + s->cap / 64 * MAPS, 0, (cap - s->cap) / 64 * MAPS * sizeof(*bits));
+        s->bits = bits;
         s->cap = cap;
         return 0;
 }
@@ -198,18 +303,40 @@ static int state_copy(struct state *dst, const struct state *src)
 {
         *dst = *src;
         dst->attrs = NULL;
+        dst->bits = NULL;
         dst->cap = 0;
         if (state_reserve(dst, src->rows) < 0)
                 return ST_ENOMEM;
         if (src->rows)
                 memcpy(dst->attrs, src->attrs, src->rows * sizeof(*src->attrs));
+        if (src->cap)
+                memcpy(dst->bits, src->bits,
+                       (src->rows + 63) / 64 * MAPS * sizeof(*src->bits));
         return 0;
 }
 
 static void state_release(struct state *s)
 {
         free(s->attrs);
+        free(s->bits);
         memset(s, 0, sizeof(*s));
+}
+
+/* Record row's attributes, in the table and the bitmaps; row < s->cap. */
+static void set_attr(struct state *s, uint32_t row, struct row_attr a)
+{
+        uint64_t *w = s->bits + (size_t)row / 64 * MAPS;
+        uint64_t bit = (uint64_t)1 << (row % 64);
+
+        s->attrs[row] = a;
+        for (int m = 0; m < MAPS; m++)
+                w[m] &= ~bit;
+        if (a.flags & FLAG_DELETED)
+                return;
+        w[MAP_LIVE] |= bit;
+        w[MAP_BASE + a.base] |= bit;
+        if (a.flags & FLAG_NSFW)
+                w[MAP_NSFW] |= bit;
 }
 
 /* ---- batches ---- */
@@ -249,19 +376,50 @@ static int batch_fail(struct vecstore *vs, int rc, const char *what)
         return db_fail(vs, rc, what);
 }
 
+/* The "blocks_i8" value of a float32 block into out (i8_block_bytes). */
+static void encode_block(const struct vecstore *vs, const float *block, unsigned char *out)
+{
+        int8_t codes[VECSTORE_MAX_DIM];
+        int8_t *area = (int8_t *)(out + VECSTORE_BLOCK_ROWS * sizeof(float));
+
+        for (size_t r = 0; r < VECSTORE_BLOCK_ROWS; r++) {
+                float scale;
+
+                scan_quantize(block + r * (size_t)vs->dim, vs->dim, codes, &scale);
+                memcpy(out + r * sizeof(float), &scale, sizeof(float));
+                scan_put_codes(area, vs->code_dim, r, codes);
+        }
+}
+
+/* Write block b, float32 data and its int8 encoding, into txn; an LMDB code. */
+static int write_block(struct vecstore *vs, MDB_txn *txn, uint32_t b, const float *data)
+{
+        unsigned char key[4];
+        MDB_val k = {4, key}, v = {vs->block_bytes, NULL};
+        int rc;
+
+        put_be32(key, b);
+        rc = mdb_put(txn, vs->blocks, &k, &v, MDB_RESERVE);
+        if (rc)
+                return rc;
+        memcpy(v.mv_data, data, vs->block_bytes);
+        v.mv_size = vs->i8_block_bytes;
+        v.mv_data = NULL;
+        rc = mdb_put(txn, vs->blocks_i8, &k, &v, MDB_RESERVE);
+        if (rc)
+                return rc;
+        encode_block(vs, data, v.mv_data);
+        return 0;
+}
+
 /* Write every dirty block into the transaction and free the copies. */
 static int flush_dirty(struct vecstore *vs)
 {
         for (size_t i = 0; i < vs->n_dirty; i++) {
-                unsigned char key[4];
-                MDB_val k = {4, key}, v = {vs->block_bytes, NULL};
-                int rc;
+                int rc = write_block(vs, vs->txn, vs->dirty[i].block, vs->dirty[i].data);
 
-                put_be32(key, vs->dirty[i].block);
-                rc = mdb_put(vs->txn, vs->blocks, &k, &v, MDB_RESERVE);
                 if (rc)
                         return batch_fail(vs, rc, "write vector block");
-                memcpy(v.mv_data, vs->dirty[i].data, vs->block_bytes);
         }
         drop_dirty(vs);
         return 0;
@@ -401,7 +559,7 @@ static int write_row(struct vecstore *vs, uint32_t row, const char *id, struct r
         p[0] = a.base;
         p[1] = a.flags;
         memcpy(p + ROW_HEADER, id, v.mv_size - ROW_HEADER);
-        vs->pending.attrs[row] = a;
+        set_attr(&vs->pending, row, a);
         return 0;
 }
 
@@ -559,116 +717,379 @@ static int worse(struct slot a, struct slot b)
         return a.score < b.score || (a.score == b.score && a.row > b.row);
 }
 
-static void sift_down(struct slot *h, size_t n, size_t i)
+static void swap_slots(struct slot *a, struct slot *b)
 {
-        for (;;) {
-                size_t l = 2 * i + 1, r = l + 1, m = i;
-                struct slot t;
+        struct slot t = *a;
 
-                if (l < n && worse(h[l], h[m]))
-                        m = l;
-                if (r < n && worse(h[r], h[m]))
-                        m = r;
-                if (m == i)
-                        return;
-                t = h[i];
-                h[i] = h[m];
-                h[m] = t;
-                i = m;
+        *a = *b;
+        *b = t;
+}
+
+/*
+ * Reorder a[0..n) so that a[0..m) are its m best, in no order: quickselect
+ * with a median-of-three pivot and a branch-free Lomuto partition (the
+ * scores are random to the branch predictor, so branches would miss half
+ * the time).  Rows are distinct, so no two slots compare equal.
+ */
+static void keep_best(struct slot *a, size_t n, size_t m)
+{
+        size_t lo = 0, hi = n;
+
+        while (m > lo && m < hi) {
+                size_t mid = lo + (hi - lo) / 2, lt = lo;
+                struct slot pivot;
+
+                /* median of three, moved to a[hi - 1] */
+                if (worse(a[mid], a[lo]))
+                        swap_slots(&a[mid], &a[lo]);
+                if (worse(a[hi - 1], a[lo]))
+                        swap_slots(&a[hi - 1], &a[lo]);
+                if (worse(a[mid], a[hi - 1]))
+                        swap_slots(&a[mid], &a[hi - 1]);
+                pivot = a[hi - 1];
+                for (size_t i = lo; i < hi - 1; i++) {
+                        struct slot x = a[i];
+                        size_t better = (size_t)((x.score > pivot.score) |
+                                                 ((x.score == pivot.score) & (x.row < pivot.row)));
+
+                        a[i] = a[lt];
+                        a[lt] = x;
+                        lt += better;
+                }
+                swap_slots(&a[lt], &a[hi - 1]); /* the pivot, between the two sides */
+                if (m <= lt)
+                        hi = lt;
+                else
+                        lo = lt + 1;
         }
 }
 
-static void sift_up(struct slot *h, size_t i)
+static int compare_slots(const void *a, const void *b)
 {
-        while (i > 0) {
-                size_t p = (i - 1) / 2;
-                struct slot t;
+        const struct slot *x = a, *y = b;
 
-                if (!worse(h[i], h[p]))
-                        return;
-                t = h[i];
-                h[i] = h[p];
-                h[p] = t;
-                i = p;
+        return worse(*x, *y) ? 1 : worse(*y, *x) ? -1 : 0;
+}
+
+/* Start an empty top-k over slots, which has room for 2 * cap. */
+static void topk_init(struct topk *t, struct slot *slots, size_t cap)
+{
+        t->slots = slots;
+        t->n = 0;
+        t->cap = cap;
+        t->threshold = -INFINITY;
+}
+
+/* Keep the best cap; the worst kept is the new threshold. */
+static void topk_compact(struct topk *t)
+{
+        struct slot worst;
+
+        keep_best(t->slots, t->n, t->cap);
+        t->n = t->cap;
+        worst = t->slots[0];
+        for (size_t i = 1; i < t->n; i++)
+                if (worse(t->slots[i], worst))
+                        worst = t->slots[i];
+        t->threshold = worst.score;
+}
+
+/* Offer a candidate; below the threshold it cannot be among the best cap. */
+static void topk_add(struct topk *t, struct slot c)
+{
+        if (!(c.score >= t->threshold) || t->cap == 0)
+                return; /* NaN fails the test too */
+        t->slots[t->n++] = c;
+        if (t->n == 2 * t->cap)
+                topk_compact(t);
+}
+
+/* The best cap (or all, if fewer) in t->slots[0..t->n), in no order. */
+static void topk_cut(struct topk *t)
+{
+        if (t->n > t->cap) {
+                keep_best(t->slots, t->n, t->cap);
+                t->n = t->cap;
         }
 }
 
-/* Keep the k best of the candidates offered; the heap root is the worst kept. */
-static void offer(struct slot *h, size_t *n, size_t k, struct slot c)
+/* The same, best first. */
+static void topk_sort(struct topk *t)
 {
-        if (*n < k) {
-                h[*n] = c;
-                sift_up(h, (*n)++);
-        } else if (worse(h[0], c)) {
-                h[0] = c;
-                sift_down(h, k, 0);
+        topk_cut(t);
+        qsort(t->slots, t->n, sizeof(*t->slots), compare_slots);
+}
+
+static uint32_t block_count(uint32_t rows)
+{
+        return (uint32_t)(((uint64_t)rows + VECSTORE_BLOCK_ROWS - 1) / VECSTORE_BLOCK_ROWS);
+}
+
+/* Rows of block b a scan scores: those allocated, rounded up to SCAN_TILE_ROWS. */
+static size_t scan_rows(const struct state *s, uint32_t b)
+{
+        size_t rows = s->rows - (size_t)b * VECSTORE_BLOCK_ROWS;
+
+        rows = (rows + SCAN_TILE_ROWS - 1) / SCAN_TILE_ROWS * SCAN_TILE_ROWS;
+        return rows < VECSTORE_BLOCK_ROWS ? rows : VECSTORE_BLOCK_ROWS;
+}
+
+static uint64_t any_bits(const uint64_t *words, size_t n)
+{
+        uint64_t any = 0;
+
+        for (size_t w = 0; w < n; w++)
+                any |= words[w];
+        return any;
+}
+
+/* Clear the blocked rows of block b in allow. */
+static void clear_blocked(const struct vecstore_filter *f, uint32_t b, uint64_t *allow)
+{
+        uint64_t first = (uint64_t)b * VECSTORE_BLOCK_ROWS;
+        size_t lo = 0, hi = f->n_blocked;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (f->blocked[mid] < first)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        for (; lo < f->n_blocked && f->blocked[lo] < first + VECSTORE_BLOCK_ROWS; lo++) {
+                uint32_t r = (uint32_t)(f->blocked[lo] - first);
+
+                allow[r / 64] &= ~((uint64_t)1 << (r % 64));
         }
 }
 
-/* Sort the heap in place, best first: pop the worst to the end repeatedly. */
-static void heap_sort(struct slot *h, size_t n)
+/* The rows of block b that f allows, as BLOCK_WORDS bitmap words; 0 when none. */
+static int block_mask(const struct state *s, const struct vecstore_filter *f, uint32_t b,
+                      uint64_t *allow)
 {
-        while (n > 1) {
-                struct slot t = h[0];
+        size_t first = (size_t)b * BLOCK_WORDS, used = ((size_t)s->rows + 63) / 64;
 
-                h[0] = h[--n];
-                h[n] = t;
-                sift_down(h, n, 0);
+        for (size_t w = 0; w < BLOCK_WORDS; w++) {
+                const uint64_t *m = s->bits + (first + w) * MAPS;
+                uint64_t bits, base = 0;
+
+                if (first + w >= used) {
+                        allow[w] = 0;
+                        continue;
+                }
+                bits = m[MAP_LIVE];
+                if (f && !f->allow_nsfw)
+                        bits &= ~m[MAP_NSFW];
+                if (f && f->base_models) {
+                        for (int c = 0; c < VECSTORE_BASE_COUNT; c++)
+                                if (f->base_models & (1u << c))
+                                        base |= m[MAP_BASE + c];
+                        bits &= base;
+                }
+                allow[w] = bits;
+        }
+        if (f && f->n_blocked)
+                clear_blocked(f, b, allow);
+        return any_bits(allow, BLOCK_WORDS) != 0;
+}
+
+/*
+ * Offer the allowed rows among words * 64 scores (row first is scores[0]) to
+ * t.  The kernel's threshold test skips, 64 at a time, the rows that cannot
+ * make the cut, and NaN scores always.
+ */
+static void select_rows(const struct scan_kernel *kernel, const float *scores,
+                        const uint64_t *allow, size_t words, uint32_t first, struct topk *t)
+{
+        for (size_t w = 0; w < words; w++) {
+                uint64_t m = allow[w];
+
+                if (!m)
+                        continue;
+                m &= kernel->at_least(scores + w * 64, t->threshold);
+                while (m) {
+                        unsigned j = (unsigned)__builtin_ctzll(m);
+                        struct slot c = {scores[w * 64 + j], first + (uint32_t)(w * 64 + j)};
+
+                        m &= m - 1;
+                        topk_add(t, c);
+                }
         }
 }
 
-static int allowed(struct row_attr a, const struct vecstore_filter *f)
-{
-        if (a.flags & FLAG_DELETED)
-                return 0;
-        if (!f)
-                return 1;
-        if (f->base_models && !(f->base_models & (1u << a.base)))
-                return 0;
-        return f->allow_nsfw || !(a.flags & FLAG_NSFW);
-}
-
-/* Score every row of block b and offer the allowed ones to the heap. */
-static int scan_block(struct vecstore *vs, MDB_txn *txn, uint32_t b, const float *q,
-                      const struct vecstore_filter *f, size_t k, size_t *n)
+/* The value of block b in dbi (bytes long, float-aligned), valid until txn ends. */
+static int get_block(struct vecstore *vs, MDB_txn *txn, MDB_dbi dbi, uint32_t b, size_t bytes,
+                     const unsigned char **out)
 {
         unsigned char key[4];
-        MDB_val kv = {4, key}, v;
-        uint32_t first = b * VECSTORE_BLOCK_ROWS;
-        uint32_t rows = vs->committed.rows - first;
+        MDB_val k = {4, key}, v;
         int rc;
 
-        if (rows > VECSTORE_BLOCK_ROWS)
-                rows = VECSTORE_BLOCK_ROWS;
         put_be32(key, b);
-        rc = mdb_get(txn, vs->blocks, &kv, &v);
+        rc = mdb_get(txn, dbi, &k, &v);
         if (rc == MDB_NOTFOUND)
                 return corrupt(vs, "missing block", b);
         if (rc)
                 return db_fail(vs, rc, "read vector block");
-        if (v.mv_size != vs->block_bytes || (uintptr_t)v.mv_data % alignof(float))
+        if (v.mv_size != bytes || (uintptr_t)v.mv_data % alignof(float))
                 return corrupt(vs, "block size or alignment", v.mv_size);
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)rows, vs->dim, 1.0f, v.mv_data, vs->dim,
-                    q, 1, 0.0f, vs->scores, 1);
-        for (uint32_t i = 0; i < rows; i++) {
-                struct slot c = {vs->scores[i], first + i};
+        *out = v.mv_data;
+        return 0;
+}
 
-                if (allowed(vs->committed.attrs[first + i], f))
-                        offer(vs->heap, n, k, c);
+/* Exact mode: the top-k tops[j] of nq queries from float32 blocks, sgemv or sgemm. */
+static int scan_exact(struct vecstore *vs, MDB_txn *txn, const float *q, size_t nq,
+                      const struct vecstore_filter *f, struct topk *tops)
+{
+        uint32_t blocks = block_count(vs->committed.rows);
+        float *scores = vs->scratch.scores;
+        uint64_t allow[BLOCK_WORDS];
+
+        for (uint32_t b = 0; b < blocks; b++) {
+                const unsigned char *block;
+                const float *data;
+                size_t rows;
+                int rc;
+
+                if (!block_mask(&vs->committed, f, b, allow))
+                        continue;
+                rc = get_block(vs, txn, vs->blocks, b, vs->block_bytes, &block);
+                if (rc < 0)
+                        return rc;
+                data = (const float *)(const void *)block;
+                rows = scan_rows(&vs->committed, b);
+                if (nq == 1)
+                        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)rows, vs->dim, 1.0f,
+                                    data, vs->dim, q, 1, 0.0f, scores, 1);
+                else
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq,
+                                    (blasint)rows, vs->dim, 1.0f, q, vs->dim, data, vs->dim, 0.0f,
+                                    scores, VECSTORE_BLOCK_ROWS);
+                for (size_t j = 0; j < nq; j++)
+                        select_rows(vs->kernel, scores + j * VECSTORE_BLOCK_ROWS, allow, rows / 64,
+                                    b * VECSTORE_BLOCK_ROWS, &tops[j]);
         }
         return 0;
 }
 
-/* Fill hit ids from "rows". */
-static int name_hits(struct vecstore *vs, MDB_txn *txn, struct vecstore_hit *hits, size_t n)
+/* One thread's share of an int8 scan: score spans, keep each query's candidates. */
+static void scan_share(struct share *sh)
+{
+        const struct scan_plan *p = sh->plan;
+        uint64_t allow[BLOCK_WORDS];
+
+        for (uint32_t b = sh->first; b < sh->end; b++) {
+                const unsigned char *v = p->blocks[b];
+                const float *scales = (const float *)(const void *)v;
+                const int8_t *area = (const int8_t *)(v + VECSTORE_BLOCK_ROWS * sizeof(float));
+                size_t rows;
+
+                if (!block_mask(p->state, p->filter, b, allow))
+                        continue;
+                rows = scan_rows(p->state, b);
+                for (size_t s = 0; s < rows; s += SPAN_ROWS) {
+                        size_t n = rows - s < SPAN_ROWS ? rows - s : SPAN_ROWS;
+
+                        if (!any_bits(allow + s / 64, n / 64))
+                                continue;
+                        p->kernel->score_int8(area + s * p->code_dim, scales + s, p->code_dim, n,
+                                              &p->queries, sh->scores, SPAN_ROWS);
+                        for (size_t j = 0; j < p->queries.n; j++)
+                                select_rows(p->kernel, sh->scores + j * SPAN_ROWS, allow + s / 64,
+                                            n / 64, b * VECSTORE_BLOCK_ROWS + (uint32_t)s,
+                                            &sh->tops[j]);
+                }
+        }
+        for (size_t j = 0; j < p->queries.n; j++)
+                topk_cut(&sh->tops[j]);
+}
+
+static void *share_main(void *arg)
+{
+        scan_share(arg);
+        return NULL;
+}
+
+/* Split the blocks over the store's threads and scan; the number of shares used. */
+static int run_shares(struct vecstore *vs, const struct scan_plan *plan, uint32_t blocks)
+{
+        struct scratch *x = &vs->scratch;
+        int n = (uint32_t)vs->threads < blocks ? vs->threads : (int)blocks;
+
+        for (int i = 0; i < n; i++) {
+                struct share *sh = &x->shares[i];
+
+                sh->plan = plan;
+                sh->first = (uint32_t)((uint64_t)blocks * (uint64_t)i / (uint64_t)n);
+                sh->end = (uint32_t)((uint64_t)blocks * (uint64_t)(i + 1) / (uint64_t)n);
+                sh->scores = x->scores + (size_t)i * BATCH_QUERIES * SPAN_ROWS;
+                for (size_t j = 0; j < plan->queries.n; j++)
+                        topk_init(&sh->tops[j],
+                                  x->slots + ((size_t)i * BATCH_QUERIES + j) * 2 * plan->cap,
+                                  plan->cap);
+                sh->started = false;
+        }
+        for (int i = 1; i < n; i++)
+                x->shares[i].started =
+                    pthread_create(&x->shares[i].thread, NULL, share_main, &x->shares[i]) == 0;
+        scan_share(&x->shares[0]);
+        for (int i = 1; i < n; i++) {
+                if (x->shares[i].started)
+                        pthread_join(x->shares[i].thread, NULL);
+                else
+                        scan_share(&x->shares[i]); /* no thread: do its share here */
+        }
+        return n;
+}
+
+/* Query j's int8 candidates, merged over the shares, re-ranked in float32 into ranked. */
+static int rerank(struct vecstore *vs, MDB_txn *txn, const struct scan_plan *plan, int shares,
+                  size_t j, const float *q, struct topk *ranked)
+{
+        struct scratch *x = &vs->scratch;
+        struct topk merged;
+
+        topk_init(&merged, x->merged, plan->cap);
+        for (int i = 0; i < shares; i++) {
+                const struct topk *t = &x->shares[i].tops[j];
+
+                for (size_t c = 0; c < t->n; c++)
+                        topk_add(&merged, t->slots[c]);
+        }
+        topk_cut(&merged);
+        for (size_t c = 0; c < merged.n; c++) {
+                uint32_t row = merged.slots[c].row, b = row / VECSTORE_BLOCK_ROWS;
+                const float *v;
+                struct slot s;
+                int rc;
+
+                if (!x->floats[b]) {
+                        rc = get_block(vs, txn, vs->blocks, b, vs->block_bytes, &x->floats[b]);
+                        if (rc < 0)
+                                return rc;
+                }
+                v = (const float *)(const void *)x->floats[b] +
+                    (size_t)(row % VECSTORE_BLOCK_ROWS) * (size_t)vs->dim;
+                s.score = cblas_sdot(vs->dim, v, 1, q, 1);
+                s.row = row;
+                topk_add(ranked, s);
+        }
+        topk_sort(ranked);
+        return 0;
+}
+
+/* Fill n hits from sorted slots, ids from "rows". */
+static int name_hits(struct vecstore *vs, MDB_txn *txn, const struct slot *slots, size_t n,
+                     struct vecstore_hit *hits)
 {
         for (size_t i = 0; i < n; i++) {
                 unsigned char key[4];
                 MDB_val k = {4, key}, v;
                 int rc;
 
-                hits[i].score = vs->heap[i].score;
-                hits[i].row = vs->heap[i].row;
+                hits[i].score = slots[i].score;
+                hits[i].row = slots[i].row;
                 put_be32(key, hits[i].row);
                 rc = mdb_get(txn, vs->rows, &k, &v);
                 if (rc)
@@ -681,32 +1102,227 @@ static int name_hits(struct vecstore *vs, MDB_txn *txn, struct vecstore_hit *hit
         return 0;
 }
 
-int vecstore_search(struct vecstore *vs, const float *q, size_t k, const struct vecstore_filter *f,
-                    struct vecstore_hit *hits, size_t *n_hits)
+/* Candidates an int8 search keeps per query for re-ranking. */
+static size_t candidates(size_t k)
 {
-        uint32_t blocks = (uint32_t)(((uint64_t)vs->committed.rows + VECSTORE_BLOCK_ROWS - 1) /
-                                     VECSTORE_BLOCK_ROWS);
-        MDB_txn *txn;
-        size_t n = 0;
+        return RERANK_FACTOR * k + RERANK_MARGIN;
+}
+
+/* Grow the search buffers for the store's blocks and threads, cap candidates a query. */
+static int scratch_reserve(struct vecstore *vs, uint32_t blocks, size_t cap)
+{
+        struct scratch *x = &vs->scratch;
+        size_t slots = (size_t)vs->threads * BATCH_QUERIES * 2 * cap;
+        size_t floats = (size_t)vs->threads * BATCH_QUERIES * SPAN_ROWS;
+
+        if (floats < (size_t)BATCH_QUERIES * VECSTORE_BLOCK_ROWS)
+                floats = (size_t)BATCH_QUERIES * VECSTORE_BLOCK_ROWS;
+        if (floats > x->score_floats) {
+                free(x->scores);
+                x->score_floats = 0;
+                x->scores = malloc(floats * sizeof(*x->scores));
+                if (!x->scores)
+                        return st_fail(&vs->err, ST_ENOMEM, "search scores: out of memory");
+                x->score_floats = floats;
+        }
+        if (slots > x->n_slots) {
+                free(x->slots);
+                x->n_slots = 0;
+                x->slots = malloc(slots * sizeof(*x->slots));
+                if (!x->slots)
+                        return st_fail(&vs->err, ST_ENOMEM, "search candidates: out of memory");
+                x->n_slots = slots;
+        }
+        if (blocks > x->block_cap) {
+                free(x->blocks);
+                free(x->floats);
+                x->block_cap = 0;
+                x->blocks = malloc(blocks * sizeof(*x->blocks));
+                x->floats = malloc(blocks * sizeof(*x->floats));
+                if (!x->blocks || !x->floats)
+                        return st_fail(&vs->err, ST_ENOMEM, "search blocks: out of memory");
+                x->block_cap = blocks;
+        }
+        return 0;
+}
+
+/* int8 mode for nq <= BATCH_QUERIES queries: scan, re-rank, name. */
+static int search_int8(struct vecstore *vs, MDB_txn *txn, const float *q, size_t nq, size_t k,
+                       const struct vecstore_filter *f, struct vecstore_hit *hits, size_t *n_hits)
+{
+        struct scratch *x = &vs->scratch;
+        uint32_t blocks = block_count(vs->committed.rows);
+        struct scan_plan plan = {&vs->committed, f, vs->kernel, x->blocks, vs->code_dim,
+                                 {x->codes, x->scales, x->sums, nq}, candidates(k)};
+        int shares, rc;
+
+        for (uint32_t b = 0; b < blocks; b++) {
+                rc = get_block(vs, txn, vs->blocks_i8, b, vs->i8_block_bytes, &x->blocks[b]);
+                if (rc < 0)
+                        return rc;
+        }
+        for (size_t j = 0; j < nq; j++) {
+                int8_t *codes = x->codes + j * vs->code_dim;
+
+                scan_quantize(q + j * (size_t)vs->dim, vs->dim, codes, &x->scales[j]);
+                x->sums[j] = 0;
+                for (size_t i = 0; i < vs->code_dim; i++)
+                        x->sums[j] += codes[i];
+        }
+        shares = run_shares(vs, &plan, blocks);
+        for (size_t j = 0; j < nq; j++) {
+                struct topk ranked;
+
+                topk_init(&ranked, x->ranked, k);
+                rc = rerank(vs, txn, &plan, shares, j, q + j * (size_t)vs->dim, &ranked);
+                if (rc < 0)
+                        return rc;
+                if ((rc = name_hits(vs, txn, ranked.slots, ranked.n, hits + j * k)) < 0)
+                        return rc;
+                n_hits[j] = ranked.n;
+        }
+        return 0;
+}
+
+/* Exact mode for nq <= BATCH_QUERIES queries. */
+static int search_exact(struct vecstore *vs, MDB_txn *txn, const float *q, size_t nq, size_t k,
+                        const struct vecstore_filter *f, struct vecstore_hit *hits,
+                        size_t *n_hits)
+{
+        struct topk tops[BATCH_QUERIES];
         int rc;
 
-        *n_hits = 0;
+        for (size_t j = 0; j < nq; j++)
+                topk_init(&tops[j], vs->scratch.slots + j * 2 * k, k);
+        rc = scan_exact(vs, txn, q, nq, f, tops);
+        for (size_t j = 0; j < nq && rc == 0; j++) {
+                topk_sort(&tops[j]);
+                rc = name_hits(vs, txn, tops[j].slots, tops[j].n, hits + j * k);
+                n_hits[j] = tops[j].n;
+        }
+        return rc;
+}
+
+static int check_filter(struct vecstore *vs, const struct vecstore_filter *f)
+{
+        if (!f || f->n_blocked == 0)
+                return 0;
+        if (!f->blocked)
+                return st_fail(&vs->err, ST_EINVAL, "filter: %zu blocked rows and no array",
+                               f->n_blocked);
+        for (size_t i = 1; i < f->n_blocked; i++)
+                if (f->blocked[i] < f->blocked[i - 1])
+                        return st_fail(&vs->err, ST_EINVAL, "filter: blocked rows not ascending");
+        return 0;
+}
+
+int vecstore_search_batch(struct vecstore *vs, const float *queries, size_t nq, size_t k,
+                          const struct vecstore_filter *f, struct vecstore_hit *hits,
+                          size_t *n_hits)
+{
+        uint32_t blocks = block_count(vs->committed.rows);
+        MDB_txn *txn;
+        int rc;
+
+        for (size_t j = 0; j < nq; j++)
+                n_hits[j] = 0;
         if (k > VECSTORE_MAX_K)
                 return st_fail(&vs->err, ST_EINVAL, "k %zu over %d", k, VECSTORE_MAX_K);
-        if ((rc = check_vector(vs, q, "query")) < 0)
+        if (nq > 0 && !queries)
+                return st_fail(&vs->err, ST_EINVAL, "no queries");
+        if ((rc = check_filter(vs, f)) < 0)
                 return rc;
-        if (k == 0 || vs->committed.live == 0)
+        for (size_t j = 0; j < nq; j++)
+                if ((rc = check_vector(vs, queries + j * (size_t)vs->dim, "query")) < 0)
+                        return rc;
+        if (nq == 0 || k == 0 || vs->committed.live == 0)
                 return 0;
+        rc = scratch_reserve(vs, blocks, vs->scan == VECSTORE_SCAN_EXACT ? k : candidates(k));
+        if (rc < 0)
+                return rc;
         rc = mdb_txn_begin(vs->env, NULL, MDB_RDONLY, &txn);
         if (rc)
                 return db_fail(vs, rc, "begin search");
-        for (uint32_t b = 0; b < blocks; b++)
-                if ((rc = scan_block(vs, txn, b, q, f, k, &n)) < 0)
+        memset(vs->scratch.floats, 0, blocks * sizeof(*vs->scratch.floats));
+        for (size_t j = 0; j < nq && rc == 0; j += BATCH_QUERIES) {
+                size_t n = nq - j < BATCH_QUERIES ? nq - j : BATCH_QUERIES;
+                const float *q = queries + j * (size_t)vs->dim;
+
+                if (vs->scan == VECSTORE_SCAN_EXACT)
+                        rc = search_exact(vs, txn, q, n, k, f, hits + j * k, n_hits + j);
+                else
+                        rc = search_int8(vs, txn, q, n, k, f, hits + j * k, n_hits + j);
+        }
+        mdb_txn_abort(txn);
+        if (rc < 0)
+                for (size_t j = 0; j < nq; j++)
+                        n_hits[j] = 0;
+        return rc;
+}
+
+int vecstore_search(struct vecstore *vs, const float *q, size_t k, const struct vecstore_filter *f,
+                    struct vecstore_hit *hits, size_t *n_hits)
+{
+        return vecstore_search_batch(vs, q, 1, k, f, hits, n_hits);
+}
+
+void vecstore_set_scan(struct vecstore *vs, enum vecstore_scan scan)
+{
+        vs->scan = scan == VECSTORE_SCAN_EXACT ? VECSTORE_SCAN_EXACT : VECSTORE_SCAN_INT8;
+}
+
+int vecstore_set_threads(struct vecstore *vs, int threads)
+{
+        if (threads < 1 || threads > VECSTORE_MAX_THREADS)
+                return st_fail(&vs->err, ST_EINVAL, "threads %d not in 1..%d", threads,
+                               VECSTORE_MAX_THREADS);
+        vs->threads = threads;
+        return 0;
+}
+
+static int compare_rows(const void *a, const void *b)
+{
+        uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+        return (x > y) - (x < y);
+}
+
+int vecstore_rows_of_ids(struct vecstore *vs, const char *const *ids, size_t n, uint32_t *rows,
+                         size_t *n_rows)
+{
+        MDB_txn *txn;
+        size_t m = 0, kept = 0;
+        int rc;
+
+        *n_rows = 0;
+        for (size_t i = 0; i < n; i++)
+                if ((rc = check_id(vs, ids[i])) < 0)
+                        return rc;
+        rc = mdb_txn_begin(vs->env, NULL, MDB_RDONLY, &txn);
+        if (rc)
+                return db_fail(vs, rc, "begin read");
+        for (size_t i = 0; i < n; i++) {
+                MDB_val k = text_val(ids[i]), v;
+
+                rc = mdb_get(txn, vs->ids, &k, &v);
+                if (rc == MDB_NOTFOUND)
+                        continue;
+                if (rc) {
+                        rc = db_fail(vs, rc, "look up doc id");
                         goto out_txn;
-        heap_sort(vs->heap, n);
-        rc = name_hits(vs, txn, hits, n);
-        if (rc == 0)
-                *n_hits = n;
+                }
+                if (v.mv_size != 4) {
+                        rc = corrupt(vs, "row of an id", v.mv_size);
+                        goto out_txn;
+                }
+                rows[m++] = (uint32_t)get_le(v.mv_data, 4);
+        }
+        rc = 0;
+        qsort(rows, m, sizeof(*rows), compare_rows);
+        for (size_t i = 0; i < m; i++)
+                if (kept == 0 || rows[i] != rows[kept - 1])
+                        rows[kept++] = rows[i];
+        *n_rows = kept;
 out_txn:
         mdb_txn_abort(txn);
         return rc;
@@ -791,9 +1407,11 @@ static int check_meta(struct vecstore *vs, MDB_txn *txn, const char *dir, const 
         uint64_t dim = 0, seq = 0, rows = 0, live = 0;
         int rc;
 
-        if (format != FORMAT_VERSION)
-                return st_fail(&vs->err, ST_EDB, "%s: store format %llu, this build reads %d", dir,
-                               (unsigned long long)format, FORMAT_VERSION);
+        if (format != FORMAT_VERSION && format != FORMAT_NO_INT8)
+                return st_fail(&vs->err, ST_EDB,
+                               "%s: store format %llu; this build reads format %d and migrates "
+                               "format %d",
+                               dir, (unsigned long long)format, FORMAT_VERSION, FORMAT_NO_INT8);
         if ((rc = get_meta_u(vs, txn, "dim", 4, &dim)) < 0)
                 return rc;
         rc = mdb_get(txn, vs->meta, &k, &v);
@@ -832,13 +1450,15 @@ static int load_rows(struct vecstore *vs, MDB_txn *txn)
         for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
                 const unsigned char *p = v.mv_data;
+                struct row_attr a;
 
                 if (k.mv_size != 4 || get_be32(k.mv_data) != expect || expect >= s->rows)
                         break;
                 if (v.mv_size <= ROW_HEADER || p[0] >= VECSTORE_BASE_COUNT)
                         break;
-                s->attrs[expect].base = p[0];
-                s->attrs[expect].flags = p[1];
+                a.base = p[0];
+                a.flags = p[1];
+                set_attr(s, expect, a);
                 live += !(p[1] & FLAG_DELETED);
                 expect++;
         }
@@ -864,10 +1484,42 @@ static int open_dbs(struct vecstore *vs, MDB_txn *txn)
                 rc = mdb_dbi_open(txn, "docs", MDB_CREATE, &vs->docs);
         if (!rc)
                 rc = mdb_dbi_open(txn, "blocks", MDB_CREATE, &vs->blocks);
+        if (!rc)
+                rc = mdb_dbi_open(txn, "blocks_i8", MDB_CREATE, &vs->blocks_i8);
         return rc ? db_fail(vs, rc, "open databases") : 0;
 }
 
-/* Open the databases, then create "meta" or check it, in one write transaction. */
+/* Format 1 to 2: encode every float32 block into "blocks_i8", then set "format". */
+static int migrate(struct vecstore *vs, MDB_txn *txn)
+{
+        uint32_t blocks = block_count(vs->committed.rows);
+        int rc;
+
+        for (uint32_t b = 0; b < blocks; b++) {
+                unsigned char key[4];
+                MDB_val k = {4, key}, out = {vs->i8_block_bytes, NULL}, v;
+
+                put_be32(key, b);
+                rc = mdb_put(txn, vs->blocks_i8, &k, &out, MDB_RESERVE);
+                if (rc)
+                        return db_fail(vs, rc, "migrate to format 2: write int8 block");
+                rc = mdb_get(txn, vs->blocks, &k, &v);
+                if (rc == MDB_NOTFOUND)
+                        return corrupt(vs, "missing block", b);
+                if (rc)
+                        return db_fail(vs, rc, "migrate to format 2: read vector block");
+                if (v.mv_size != vs->block_bytes || (uintptr_t)v.mv_data % alignof(float))
+                        return corrupt(vs, "block size or alignment", v.mv_size);
+                encode_block(vs, v.mv_data, out.mv_data);
+        }
+        rc = put_meta_u(vs, txn, "format", FORMAT_VERSION, 4);
+        return rc ? db_fail(vs, rc, "migrate to format 2: write format") : 0;
+}
+
+/*
+ * Open the databases, then create "meta" or check it (migrating format 1),
+ * in one write transaction.
+ */
 static int load(struct vecstore *vs, const char *dir, const char *model)
 {
         MDB_txn *txn;
@@ -890,6 +1542,8 @@ static int load(struct vecstore *vs, const char *dir, const char *model)
                 rc = check_meta(vs, txn, dir, model, format);
                 if (rc == 0)
                         rc = load_rows(vs, txn);
+                if (rc == 0 && format == FORMAT_NO_INT8)
+                        rc = migrate(vs, txn);
         }
         if (rc < 0)
                 goto out_abort;
@@ -909,7 +1563,7 @@ static int create_env(struct vecstore *vs, const char *dir, size_t map_size)
                 vs->env = NULL;
                 return db_fail(vs, rc, "create environment");
         }
-        rc = mdb_env_set_maxdbs(vs->env, 5);
+        rc = mdb_env_set_maxdbs(vs->env, 6);
         if (!rc)
                 rc = mdb_env_set_mapsize(vs->env, map_size);
         /* NOTLS: searches may read while the owner thread holds the batch. */
@@ -920,6 +1574,34 @@ static int create_env(struct vecstore *vs, const char *dir, size_t map_size)
                                mdb_strerror(rc));
         mdb_reader_check(vs->env, &dead); /* slots left by crashed readers */
         return 0;
+}
+
+static void scratch_release(struct scratch *x)
+{
+        free(x->scores);
+        free(x->slots);
+        free(x->merged);
+        free(x->ranked);
+        free(x->blocks);
+        free(x->floats);
+        free(x->codes);
+        free(x->scales);
+        free(x->sums);
+        free(x->shares);
+}
+
+/* The fixed-size search buffers; the others grow in scratch_reserve(). */
+static int scratch_init(struct scratch *x, size_t code_dim)
+{
+        x->merged = malloc(2 * MAX_CANDIDATES * sizeof(*x->merged));
+        x->ranked = malloc(2 * VECSTORE_MAX_K * sizeof(*x->ranked));
+        x->codes = malloc(BATCH_QUERIES * code_dim);
+        x->scales = malloc(BATCH_QUERIES * sizeof(*x->scales));
+        x->sums = malloc(BATCH_QUERIES * sizeof(*x->sums));
+        x->shares = calloc(VECSTORE_MAX_THREADS, sizeof(*x->shares));
+        return x->merged && x->ranked && x->codes && x->scales && x->sums && x->shares
+                   ? 0
+                   : ST_ENOMEM;
 }
 
 void vecstore_close(struct vecstore **vsp)
@@ -933,8 +1615,7 @@ void vecstore_close(struct vecstore **vsp)
                 mdb_env_close(vs->env);
         state_release(&vs->committed);
         free(vs->dirty);
-        free(vs->scores);
-        free(vs->heap);
+        scratch_release(&vs->scratch);
         free(vs);
         *vsp = NULL;
 }
@@ -943,7 +1624,7 @@ int vecstore_open_sized(const char *dir, int dim, const char *model, size_t map_
                         struct vecstore **out, struct st_error *err)
 {
         struct vecstore *vs;
-        int rc;
+        int threads, rc;
 
         *out = NULL;
         if (!dir || !model || !model[0] || strlen(model) >= VECSTORE_MAX_MODEL)
@@ -958,13 +1639,18 @@ int vecstore_open_sized(const char *dir, int dim, const char *model, size_t map_
                 return st_fail(err, ST_ENOMEM, "vector store: out of memory");
         vs->dim = dim;
         vs->block_bytes = (size_t)VECSTORE_BLOCK_ROWS * (size_t)dim * sizeof(float);
+        vs->code_dim = scan_code_dim(dim);
+        vs->i8_block_bytes = (size_t)VECSTORE_BLOCK_ROWS * (sizeof(float) + vs->code_dim);
         vs->max_dirty = DIRTY_BYTES_MAX / vs->block_bytes;
         if (vs->max_dirty == 0)
                 vs->max_dirty = 1;
+        vs->scan = VECSTORE_SCAN_INT8;
+        vs->kernel = scan_kernel_best();
+        threads = openblas_get_num_threads();
+        vs->threads = threads < 1 ? 1 : threads > VECSTORE_MAX_THREADS ? VECSTORE_MAX_THREADS
+                                                                        : threads;
         vs->dirty = calloc(vs->max_dirty, sizeof(*vs->dirty));
-        vs->scores = malloc(VECSTORE_BLOCK_ROWS * sizeof(*vs->scores));
-        vs->heap = malloc(VECSTORE_MAX_K * sizeof(*vs->heap));
-        if (!vs->dirty || !vs->scores || !vs->heap) {
+        if (!vs->dirty || scratch_init(&vs->scratch, vs->code_dim) < 0) {
                 rc = st_fail(&vs->err, ST_ENOMEM, "vector store: out of memory");
                 goto out_close;
         }

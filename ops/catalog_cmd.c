@@ -16,6 +16,7 @@
 #include "ops/catalog_store.h"
 #include "ops/commands.h"
 #include "proto/log.h"
+#include "proto/security.h"
 #include "proto/wire.h"
 #include "proto/worker.h"
 
@@ -198,7 +199,8 @@ static void on_result(struct broker *b, const struct wire_msg *m)
                 goto out;
         }
         b->results++;
-        j = job_track(b, s, job_id);
+        /* Only a job this broker leased counts failures: a peer cannot bury a queued job. */
+        j = job_find(b, s, job_id);
         if (!ok) {
                 wire_get_str(&m->body.data, "error", &a, &why);
                 if (j)
@@ -341,21 +343,29 @@ static void usage(FILE *f)
 {
         fputs("usage: stylus catalog --data DIR [--bind ENDPOINT] [--source NAME]...\n"
               "                      [--lease-ms MS] [--max-attempts N] [--refresh SECONDS]\n"
+              "                      [--curve-key FILE --curve-allow FILE]\n"
+              "       stylus catalog backup --data DIR PATH\n"
               "\n"
               "Run the catalog coordinator: the LMDB store of raw records, docs and vectors,\n"
               "and the ZeroMQ job broker that crawler, refiner and indexer workers connect to.\n"
               "\n"
               "  --data DIR         catalog directory (created if missing)\n"
               "  --bind ENDPOINT    ROUTER endpoint (default tcp://127.0.0.1:5555)\n"
-              "  --source NAME      source to crawl: civitai (default; repeatable)\n"
+              "  --source NAME      source to crawl: civitai (default) or hf; repeatable\n"
               "  --lease-ms MS      how long a worker may hold a job (default 30000)\n"
               "  --max-attempts N   failures before a job goes to the dead letters (default 5)\n"
               "  --refresh SECONDS  every SECONDS, start a new pass of each source whose last\n"
               "                     pass has ended (default: off)\n"
+              "  --curve-key FILE   CURVE keypair (stylus keygen; or STYLUS_CURVE_KEY); needed\n"
+              "                     to bind beyond loopback\n"
+              "  --curve-allow FILE public keys of the workers and shards that may connect\n"
+              "                     (or STYLUS_CURVE_ALLOW)\n"
               "\n"
               "examples:\n"
               "  stylus catalog --data /var/lib/stylus/catalog\n"
-              "  stylus catalog --data ./cat --bind tcp://127.0.0.1:7000 --refresh 21600\n",
+              "  stylus catalog --data ./cat --bind tcp://127.0.0.1:7000 --refresh 21600\n"
+              "  stylus catalog --data ./cat --bind tcp://0.0.0.0:5555 --curve-key server.key "
+              "--curve-allow allow\n",
               f);
 }
 
@@ -368,6 +378,8 @@ int cmd_catalog(int argc, char **argv)
             {"lease-ms", required_argument, NULL, 'l'},
             {"max-attempts", required_argument, NULL, 'm'},
             {"refresh", required_argument, NULL, 'r'},
+            {"curve-key", required_argument, NULL, 'K'},
+            {"curve-allow", required_argument, NULL, 'A'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
@@ -375,13 +387,17 @@ int cmd_catalog(int argc, char **argv)
         struct broker b = {.lease_ms = 30000, .max_attempts = 5};
         struct st_error err = {0};
         const char *data = NULL, *bind = "tcp://127.0.0.1:5555";
+        const char *curve_key = NULL, *curve_allow = NULL;
+        struct security sec = {0};
         const char *sources[MAX_SOURCES];
         size_t n_sources = 0;
         long refresh_s = 0;
         int64_t next_refresh = 0;
-        void *ctx;
+        void *ctx = NULL;
         int c, rc = 1;
 
+        if (argc > 1 && !strcmp(argv[1], "backup"))
+                return cmd_catalog_backup(argc - 1, argv + 1);
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
                 switch (c) {
                 case 'd':
@@ -391,7 +407,8 @@ int cmd_catalog(int argc, char **argv)
                         bind = optarg;
                         break;
                 case 's':
-                        if (n_sources == MAX_SOURCES || strcmp(optarg, "civitai")) {
+                        if (n_sources == MAX_SOURCES ||
+                            (strcmp(optarg, "civitai") && strcmp(optarg, "hf"))) {
                                 fprintf(stderr, "stylus catalog: unknown or too many sources: %s\n",
                                         optarg);
                                 return 2;
@@ -406,6 +423,12 @@ int cmd_catalog(int argc, char **argv)
                         break;
                 case 'r':
                         refresh_s = strtol(optarg, NULL, 10);
+                        break;
+                case 'K':
+                        curve_key = optarg;
+                        break;
+                case 'A':
+                        curve_allow = optarg;
                         break;
                 case 'h':
                         usage(stdout);
@@ -423,8 +446,13 @@ int cmd_catalog(int argc, char **argv)
                 sources[n_sources++] = "civitai";
         log_setup("catalog", LOG_INFO);
         worker_stop_on_signals(&stop);
+        if (security_load(&sec, curve_key, NULL, curve_allow, &err)) {
+                log_error("%s", err.msg);
+                return 1;
+        }
         if (catalog_open(data, &b.cat, &err)) {
                 log_error("%s", err.msg);
+                security_release(&sec);
                 return 1;
         }
         for (size_t i = 0; i < n_sources; i++)
@@ -432,11 +460,15 @@ int cmd_catalog(int argc, char **argv)
                         log_error("%s", err.msg);
         ctx = zmq_ctx_new();
         b.sock = wire_socket(ctx, ZMQ_ROUTER);
+        if (b.sock && security_server(&sec, ctx, b.sock, bind, &err)) {
+                log_error("%s", err.msg);
+                goto out;
+        }
         if (!b.sock || zmq_bind(b.sock, bind) != 0) {
                 log_error("cannot bind %s: %s", bind, zmq_strerror(zmq_errno()));
                 goto out;
         }
-        log_info("catalog %s serving on %s", data, bind);
+        log_info("catalog %s serving on %s%s", data, bind, sec.has_keypair ? " (CURVE)" : "");
         next_refresh = wire_now_ms() + refresh_s * 1000;
         while (!stop) {
                 struct wire_msg m;
@@ -464,6 +496,7 @@ int cmd_catalog(int argc, char **argv)
 out:
         if (b.sock)
                 zmq_close(b.sock);
+        security_release(&sec); /* its ZAP socket must close before the context ends */
         zmq_ctx_term(ctx);
         catalog_close(&b.cat);
         free(b.jobs);

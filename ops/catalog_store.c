@@ -1,24 +1,27 @@
 /*
  * catalog_store.c - LMDB layout of the catalog (format version 1).
  *
- *   DB          key                          value                                   notes
- *   meta        "version"                    u32 LE = 1                              format version
- *               "next_job"                   u64 LE                                  next job id to
- * hand out "head_seq"                   u64 LE                                  last changelog seq
- * used sources     source name (str)            msgpack {cursor: str|nil, done: bool,   one crawl
- * cursor per source pages: uint, passes: uint} records     doc id (str)                 msgpack
- * raw_record (proto/doc.h)        content_hash inside docs        doc id msgpack st_doc
- * content_hash = record's vectors     doc id                       msgpack {model: str, dim: uint,
- * dim f32 little-endian content_hash: str, vector: bin} jobs_crawl  job id (u64 BE) msgpack
- * {source: str, cursor: str|nil}  pending crawl jobs jobs_refine job id (u64 BE) msgpack {id: str}
- * pending refine jobs jobs_embed  job id (u64 BE)              msgpack {id: str} pending embed jobs
- *   dead        stage (u8) + job id (u64 BE) msgpack {job: map, error: str}          jobs that kept
- * failing changelog   seq (u64 BE)                 msgpack {op: "put"|"del", id: str} doc/vector
- * changes in order
+ *   DB           key                   value (msgpack unless said)           notes
+ *   meta         "version"             u32 LE = 1                            format version
+ *                "next_job"            u64 LE                                last job id handed out
+ *                "head_seq"            u64 LE                                last changelog seq used
+ *   sources      source name           {cursor: str|nil, done: bool,         crawl cursor of a source
+ *                                       pages: uint, passes: uint}
+ *   records      doc id                raw_record (proto/doc.h)              content_hash inside
+ *   docs         doc id                st_doc                                content_hash = record's
+ *   vectors      doc id                {model: str, dim: uint,               dim f32 little-endian
+ *                                       content_hash: str, vector: bin}
+ *   jobs_crawl   job id (u64 BE)       {source: str, cursor: str|nil}        pending crawl jobs
+ *   jobs_refine  job id (u64 BE)       {id: str}                             pending refine jobs
+ *   jobs_embed   job id (u64 BE)       {id: str}                             pending embed jobs
+ *   dead         stage (u8) + job id   {job: map, error: str}                jobs that kept failing
+ *   changelog    seq (u64 BE)          {op: "put"|"del", id: str}            doc/vector changes
  *
  * Job ids and sequence numbers are big-endian so LMDB's byte order is their
  * numeric order: the oldest job is first.  Leases are the broker's, in
  * memory: a restarted catalog simply offers every pending job again.
+ * Records whose id does not fit an LMDB key (511 bytes) or whose encoding is
+ * over ST_LIMIT_RECORD are rejected: they could not be read back.
  */
 #include "ops/catalog_store.h"
 
@@ -388,6 +391,27 @@ out:
         return rc ? db_fail(err, rc, "start source") : 0;
 }
 
+/*
+ * A record is kept only if it can be read back: its id must fit an LMDB key
+ * and its encoding the ST_LIMIT_RECORD that st_raw_record_from_msgpack checks.
+ */
+static int storable(struct catalog *c, const struct st_raw_record *r, size_t encoded_len,
+                    struct st_error *err)
+{
+        size_t id_len = strlen(r->id);
+        int max_key = mdb_env_get_maxkeysize(c->env);
+
+        if (id_len == 0)
+                return st_fail(err, ST_EMISSING, "record with an empty id");
+        if (id_len > (size_t)max_key)
+                return st_fail(err, ST_ETOOBIG, "id '%.40s...': %zu bytes, limit %d", r->id, id_len,
+                               max_key);
+        if (encoded_len > ST_LIMIT_RECORD)
+                return st_fail(err, ST_ETOOBIG, "record %.80s: %zu bytes encoded, limit %u", r->id,
+                               encoded_len, ST_LIMIT_RECORD);
+        return 0;
+}
+
 /* Store one crawled record when new or changed; queue its refine job. */
 static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o,
                         struct catalog_crawl_counts *counts)
@@ -405,13 +429,20 @@ static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o
         rc = st_raw_record_from_object(o, &a, &r, &e);
         if (!rc)
                 rc = st_raw_record_hash(&r, hash);
+        if (!rc) {
+                r.content_hash = hash;
+                if (st_raw_record_to_msgpack(&r, &buf, &len)) {
+                        rc = MDB_PANIC;
+                        goto out;
+                }
+                rc = storable(c, &r, len, &e);
+        }
         if (rc) {
                 log_warn("rejected a crawled record: %s", st_error_text(&e, rc));
                 counts->rejected++;
                 rc = 0;
                 goto out;
         }
-        r.content_hash = hash;
         k = str_val(r.id);
         rc = mdb_get(txn, c->dbi[DB_RECORDS], &k, &v);
         if (rc == 0) {
@@ -426,11 +457,6 @@ static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o
         } else if (rc == MDB_NOTFOUND) {
                 counts->added++;
         } else {
-                goto out;
-        }
-        rc = st_raw_record_to_msgpack(&r, &buf, &len);
-        if (rc) {
-                rc = MDB_PANIC;
                 goto out;
         }
         v.mv_size = len;
@@ -450,18 +476,22 @@ int catalog_apply_crawl(struct catalog *c, uint64_t job_id, const msgpack_object
         struct arena a;
         struct source_state st;
         const msgpack_object *records = wire_get(payload, "records");
+        const msgpack_object *cursor = wire_get(payload, "next_cursor");
         char *source = NULL, *next = NULL;
         MDB_txn *txn;
         int rc;
 
         memset(counts, 0, sizeof(*counts));
         arena_init(&a, 1 << 20);
+        /* A next_cursor that is not str or nil must not read as "pass done". */
         if (wire_get_str(payload, "source", &a, &source) || !records ||
-            records->type != MSGPACK_OBJECT_ARRAY) {
+            records->type != MSGPACK_OBJECT_ARRAY ||
+            (cursor && cursor->type != MSGPACK_OBJECT_NIL &&
+             wire_get_str(payload, "next_cursor", &a, &next))) {
                 arena_release(&a);
-                return st_fail(err, ST_EPROTO, "crawl result needs source and records");
+                return st_fail(err, ST_EPROTO,
+                               "crawl result needs source, records and next_cursor (str or nil)");
         }
-        wire_get_str(payload, "next_cursor", &a, &next);
         rc = mdb_txn_begin(c->env, NULL, 0, &txn);
         if (rc)
                 goto out;
@@ -594,12 +624,12 @@ int catalog_apply_vector(struct catalog *c, uint64_t job_id, const msgpack_objec
         MDB_val k, v;
         int rc;
 
-        arena_init(&a, 1 << 20);
+        arena_init(&a, DECODE_LIMIT); /* current_hash() decodes a whole stored record */
         if (wire_get_str(payload, "id", &a, &id) ||
             wire_get_str(payload, "content_hash", &a, &hash) ||
             wire_get_str(payload, "model", &a, &model) || wire_get_u64(payload, "dim", &dim) ||
             wire_get_bytes(payload, "vector", &vec, &vec_len) || dim == 0 ||
-            vec_len != dim * sizeof(float)) {
+            vec_len % sizeof(float) || dim != vec_len / sizeof(float)) {
                 arena_release(&a);
                 return st_fail(err, ST_EPROTO,
                                "embed result needs id, content_hash, model, "
@@ -919,6 +949,7 @@ int catalog_pack_changes(struct catalog *c, uint64_t from_seq, size_t max, uint6
                     !pack_change(c, txn, last, &u.data, &a, &epk))
                         n++;
                 msgpack_unpacked_destroy(&u);
+                arena_release(&a); /* per entry: a scan of max entries must not hit its limit */
         }
         mdb_cursor_close(cur);
         mdb_txn_abort(txn);

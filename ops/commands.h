@@ -17,5 +17,6 @@ int cmd_ask(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_catalog_backup(int argc, char **argv);
 
 #endif

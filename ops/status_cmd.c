@@ -20,6 +20,8 @@ static void usage(FILE *f)
               "\n"
               "  --connect ENDPOINT  catalog or shard endpoint (default tcp://127.0.0.1:5555)\n"
               "  --timeout-ms MS     give up after MS (default 3000)\n"
+              "CURVE keys for endpoints beyond loopback come from STYLUS_CURVE_KEY and\n"
+              "STYLUS_CURVE_SERVER_KEY (paths of key files; see stylus keygen).\n"
               "\n"
               "examples:\n"
               "  stylus status\n"
@@ -38,6 +40,8 @@ int cmd_status(int argc, char **argv)
         const char *endpoint = "tcp://127.0.0.1:5555";
         long timeout = 3000;
         struct wire_msg m;
+        struct security sec;
+        struct st_error err = {0};
         void *ctx;
         char *json;
         int c, rc;
@@ -59,7 +63,13 @@ int cmd_status(int argc, char **argv)
                 }
         }
         ctx = zmq_ctx_new();
-        rc = wire_request(ctx, endpoint, "STATUS", NULL, 0, timeout, &m);
+        if (security_load(&sec, NULL, NULL, NULL, &err)) {
+                fprintf(stderr, "stylus status: %s\n", err.msg);
+                zmq_ctx_term(ctx);
+                return 1;
+        }
+        rc = wire_request(ctx, &sec, endpoint, "STATUS", NULL, 0, timeout, &m);
+        security_release(&sec);
         if (rc) {
                 fprintf(stderr, "stylus status: %s: %s\n", endpoint, st_strerror(rc));
                 zmq_ctx_term(ctx);

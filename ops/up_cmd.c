@@ -186,7 +186,7 @@ struct progress {
 
 static int status_of(void *ctx, const char *endpoint, struct wire_msg *m)
 {
-        return wire_request(ctx, endpoint, "STATUS", NULL, 0, 2000, m);
+        return wire_request(ctx, NULL, endpoint, "STATUS", NULL, 0, 2000, m);
 }
 
 static int read_progress(void *ctx, struct cluster *c, struct progress *p)

@@ -15,13 +15,22 @@ int cli_run_worker(const char *role, const char *endpoint, const char *stage, wo
             .stop = &stop,
             .max_jobs = max_jobs,
         };
+        struct security sec;
+        struct st_error err = {0};
         int rc;
 
         log_setup(role, LOG_INFO);
         worker_stop_on_signals(&stop);
+        /* Keys come from STYLUS_CURVE_KEY and STYLUS_CURVE_SERVER_KEY (file paths). */
+        if (security_load(&sec, NULL, NULL, NULL, &err)) {
+                log_error("%s", err.msg);
+                return 1;
+        }
+        cfg.security = &sec;
         log_info("%s worker connecting to %s", stage, endpoint);
         rc = worker_run(&cfg);
         if (rc)
                 log_error("worker stopped: %s", st_strerror(rc));
+        security_release(&sec);
         return rc ? 1 : 0;
 }

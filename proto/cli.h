@@ -14,7 +14,10 @@
 
 /*
  * Run stage's worker loop against endpoint until SIGINT/SIGTERM (or
- * max_jobs jobs when > 0), logging as role.  Returns a process exit status.
+ * max_jobs jobs when > 0), logging as role.  CURVE keys come from the
+ * STYLUS_CURVE_KEY and STYLUS_CURVE_SERVER_KEY environment variables (paths
+ * of key files, proto/security.h); an endpoint beyond loopback needs them.
+ * Returns a process exit status.
  */
 int cli_run_worker(const char *role, const char *endpoint, const char *stage, worker_handler handle,
                    void *ctx, long max_jobs);

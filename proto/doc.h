@@ -37,8 +37,9 @@
  *   files         [map {name, size:uint, sha256, download_url}]   (both)
  *   images        [map {url, prompt, sha256}]                     (both)
  *   created_at, updated_at, crawled_at  str RFC 3339            (both)
- *   etag          str                refined_by    str  "card" or model name
- *   content_hash  str 64 hex         embedding_model str
+ *   etag          str                refined_by    str  "card" or "vlm:<model>@<prompt version>"
+ *   content_hash  str 64 hex         refine_error  str  why the VLM refine failed (doc is card's)
+ *                                    embedding_model str
  *                                    content_hash  str  of the raw record
  */
 #ifndef STYLUS_DOC_H
@@ -143,7 +144,8 @@ struct st_doc {
         struct st_image *images;
         size_t n_images;
         char *card_url;
-        char *refined_by;      /* "card" or the VLM model name + prompt version */
+        char *refined_by;      /* "card" or "vlm:<model>@<prompt version>" (refiner/vlm.h) */
+        char *refine_error;    /* NULL, or why a VLM refine failed and the card doc was kept */
         char *embedding_model; /* NULL until embedded */
         char *created_at;
         char *updated_at;

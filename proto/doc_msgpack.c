@@ -480,6 +480,7 @@ int st_doc_from_object(const msgpack_object *o, struct arena *a, struct st_doc *
         read_images(&rd, "images", &d->images, &d->n_images);
         read_string(&rd, "card_url", ST_LIMIT_STRING, false, &d->card_url);
         read_string(&rd, "refined_by", ST_LIMIT_STRING, false, &d->refined_by);
+        read_string(&rd, "refine_error", ST_LIMIT_STRING, false, &d->refine_error);
         read_string(&rd, "embedding_model", ST_LIMIT_STRING, false, &d->embedding_model);
         read_string(&rd, "created_at", ST_LIMIT_STRING, false, &d->created_at);
         read_string(&rd, "updated_at", ST_LIMIT_STRING, false, &d->updated_at);
@@ -685,6 +686,7 @@ static void doc_fields(struct writer *w, const void *item)
         write_images(w, "images", d->images, d->n_images);
         write_string(w, "card_url", d->card_url);
         write_string(w, "refined_by", d->refined_by);
+        write_string(w, "refine_error", d->refine_error);
         write_string(w, "embedding_model", d->embedding_model);
         write_string(w, "created_at", d->created_at);
         write_string(w, "updated_at", d->updated_at);

@@ -359,7 +359,7 @@ int security_server(struct security *s, void *ctx, void *sock, const char *endpo
 int security_client(const struct security *s, void *sock, const char *endpoint,
                     struct st_error *err)
 {
-        if (!s->has_keypair || !s->has_server_key) {
+        if (!s || !s->has_keypair || !s->has_server_key) {
                 if (security_is_loopback(endpoint))
                         return 0;
                 return st_fail(err, ST_EINVAL,

@@ -71,7 +71,7 @@ bool security_is_loopback(const char *endpoint);
 int security_server(struct security *s, void *ctx, void *sock, const char *endpoint,
                     struct st_error *err);
 
-/* Prepare sock (not yet connected) to connect to endpoint as a client. */
+/* Prepare sock (not yet connected) to connect to endpoint as a client; s may be NULL (no keys). */
 int security_client(const struct security *s, void *sock, const char *endpoint,
                     struct st_error *err);
 

@@ -332,15 +332,15 @@ int64_t wire_now_ms(void)
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int wire_request(void *ctx, const char *endpoint, const char *command, const char *body,
-                 size_t body_len, long timeout_ms, struct wire_msg *reply)
+int wire_request(void *ctx, const struct security *sec, const char *endpoint, const char *command,
+                 const char *body, size_t body_len, long timeout_ms, struct wire_msg *reply)
 {
         void *sock = wire_socket(ctx, ZMQ_DEALER);
         int rc;
 
         if (!sock)
                 return ST_EIO;
-        if (zmq_connect(sock, endpoint) != 0) {
+        if (security_client(sec, sock, endpoint, NULL) || zmq_connect(sock, endpoint) != 0) {
                 zmq_close(sock);
                 return ST_EINVAL;
         }
@@ -365,6 +365,9 @@ static json_t *to_json(const msgpack_object *o, int depth)
         case MSGPACK_OBJECT_BOOLEAN:
                 return json_boolean(o->via.boolean);
         case MSGPACK_OBJECT_POSITIVE_INTEGER:
+                /* json_int_t is signed: a larger uint would come out negative */
+                if (o->via.u64 > INT64_MAX)
+                        return json_real((double)o->via.u64);
                 return json_integer((json_int_t)o->via.u64);
         case MSGPACK_OBJECT_NEGATIVE_INTEGER:
                 return json_integer((json_int_t)o->via.i64);

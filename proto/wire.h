@@ -15,22 +15,27 @@
  * ROUTER of their own for QUERY.
  *
  * Worker <-> catalog (job broker)
- *   command    from     body keys (type)                     meaning
- *   READY      worker   stage (str)                          one credit: send me one job of stage
- *   JOB        catalog  job_id (uint), stage (str),          a leased job; payload depends on
- * stage: payload (map)                        crawl {source, cursor} refine {record: raw_record}
- *                                                            embed {doc: st_doc}
- *   RESULT     worker   job_id, stage, ok (bool),            result of a job; when ok, by stage:
- *                       error (str, when !ok),               crawl {source, records [raw_record],
- *                       payload (map, when ok)                      next_cursor (str|nil), skipped
- * (uint)} refine {doc: st_doc} embed {id, content_hash, model (str), dim (uint), vector (bin f32
- * LE)} HEARTBEAT  both     (none)                               liveness, every WIRE_HEARTBEAT_MS
+ *   command    from     body keys (type)                 meaning
+ *   READY      worker   stage (str), idle (bool)         one credit: send me one job of stage
+ *   JOB        catalog  job_id (uint), stage (str),      a leased job; payload by stage:
+ *                       payload (map)                      crawl  {source, cursor}
+ *                                                          refine {record: raw_record}
+ *                                                          embed  {doc: st_doc}
+ *   RESULT     worker   job_id, stage, ok (bool),        result of a job; payload when ok:
+ *                       error (str, when !ok),             crawl  {source, records [raw_record],
+ *                       payload (map, when ok)                     next_cursor (str|nil),
+ *                                                                  skipped (uint)}
+ *                                                          refine {doc: st_doc}
+ *                                                          embed  {id, content_hash, model (str),
+ *                                                                  dim (uint), vector (bin f32 LE)}
+ *   HEARTBEAT  worker   stage (str), idle (bool)         liveness, every WIRE_HEARTBEAT_MS
+ *   HEARTBEAT  catalog  (none)                           liveness, every WIRE_HEARTBEAT_MS
  *
  * Anyone <-> catalog
  *   STATUS     client   (none)                               ask for counters
- *   STATUS     catalog  records, docs, vectors, head_seq,    counters (uint) and jobs per stage:
- *                       sources {name: {cursor, done,        jobs {stage: {pending, leased, done}}
- *                       pages}}, jobs, workers
+ *   STATUS     catalog  records, docs, vectors, dead,        counters (uint) and jobs per stage:
+ *                       head_seq, workers, sources {name:    jobs {stage: {pending, leased}}
+ *                       {cursor, done, pages, passes}}, jobs
  *   SYNC       shard    from_seq (uint), max (uint),         changelog entries after from_seq that
  *                       shard (uint), shards (uint)          belong to shard (hash(id) mod shards)
  *   CHANGES    catalog  entries [{seq, op ("put"|"del"), id,  at most max scanned; doc (bin msgpack
@@ -60,6 +65,7 @@
 
 #include "proto/arena.h"
 #include "proto/errors.h"
+#include "proto/security.h"
 
 #define WIRE_PROTOCOL     "STY1"
 #define WIRE_MAX_FRAME    (64 << 20)
@@ -104,12 +110,14 @@ void wire_msg_release(struct wire_msg *m);
 int wire_wait(void *sock, long timeout_ms);
 
 /*
- * One request and its reply over a fresh DEALER: connect to endpoint, send
- * command with body (may be NULL), wait up to timeout_ms.  ST_ETIMEOUT when
- * no reply came.  Release *reply with wire_msg_release().
+ * One request and its reply over a fresh DEALER: connect to endpoint (with
+ * the CURVE keys of sec, which may be NULL: proto/security.h), send command
+ * with body (may be NULL), wait up to timeout_ms.  ST_ETIMEOUT when no reply
+ * came; ST_EINVAL for a bad endpoint or missing keys.  Release *reply with
+ * wire_msg_release().
  */
-int wire_request(void *ctx, const char *endpoint, const char *command, const char *body,
-                 size_t body_len, long timeout_ms, struct wire_msg *reply);
+int wire_request(void *ctx, const struct security *sec, const char *endpoint, const char *command,
+                 const char *body, size_t body_len, long timeout_ms, struct wire_msg *reply);
 
 /*
  * A msgpack object as JSON text (malloc'd, caller frees): maps with str keys

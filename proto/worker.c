@@ -97,9 +97,15 @@ static void run_job(const struct worker_config *cfg, void *sock, const msgpack_o
 static void *connect_dealer(void *ctx, const struct worker_config *cfg)
 {
         void *sock = wire_socket(ctx, ZMQ_DEALER);
+        struct st_error err = {0};
 
         if (!sock)
                 return NULL;
+        if (security_client(cfg->security, sock, cfg->endpoint, &err)) {
+                log_error("%s", err.msg);
+                zmq_close(sock);
+                return NULL;
+        }
         if (zmq_connect(sock, cfg->endpoint) != 0) {
                 log_error("cannot connect to %s: %s", cfg->endpoint, zmq_strerror(zmq_errno()));
                 zmq_close(sock);

@@ -23,6 +23,7 @@
 
 #include "proto/arena.h"
 #include "proto/errors.h"
+#include "proto/security.h"
 
 /*
  * Handle one job.  payload is the JOB's payload map (borrowed until
@@ -37,10 +38,11 @@ struct worker_config {
         const char *endpoint; /* catalog broker, e.g. tcp://127.0.0.1:5555 */
         const char *stage;    /* "crawl", "refine" or "embed" */
         worker_handler handle;
-        void *ctx;                   /* passed to handle */
-        size_t arena_limit;          /* per-job memory cap */
-        volatile sig_atomic_t *stop; /* loop ends when *stop becomes nonzero */
-        long max_jobs;               /* stop after this many jobs; 0 = no limit */
+        void *ctx;                       /* passed to handle */
+        size_t arena_limit;              /* per-job memory cap */
+        volatile sig_atomic_t *stop;     /* loop ends when *stop becomes nonzero */
+        long max_jobs;                   /* stop after this many jobs; 0 = no limit */
+        const struct security *security; /* CURVE keys (proto/security.h), or NULL */
 };
 
 /* Run until *stop; returns 0, or an error if the socket cannot be made. */

@@ -211,19 +211,35 @@ static const char *primary_file_name(const struct st_raw_record *r)
         return r->files[0].name;
 }
 
+/* Clamp the weight a prompt gave; 0, for the return of card_prompt_weight(). */
+static int clamped(double *w)
+{
+        *w = weight_clamp(*w);
+        return 0;
+}
+
+int card_prompt_weight(const struct st_raw_record *r, double *w)
+{
+        const char *hint = primary_file_name(r);
+        size_t i;
+
+        for (i = 0; hint && r->images && i < r->n_images; i++)
+                if (weight_from_prompt_match(r->images[i].prompt, hint, w) == 0)
+                        return clamped(w);
+        for (i = 0; r->images && i < r->n_images; i++)
+                if (weight_from_prompt(r->images[i].prompt, NULL, w) == 0)
+                        return clamped(w);
+        return ST_ENOTFOUND;
+}
+
 /* Weight rules of card.h; text is the card's full plain text (NUL-terminated). */
 static double card_weight(const struct st_raw_record *r, const char *text, size_t len)
 {
         const char *hint = primary_file_name(r);
         double w;
-        size_t i;
 
-        for (i = 0; hint && r->images && i < r->n_images; i++)
-                if (weight_from_prompt_match(r->images[i].prompt, hint, &w) == 0)
-                        return weight_clamp(w);
-        for (i = 0; r->images && i < r->n_images; i++)
-                if (weight_from_prompt(r->images[i].prompt, NULL, &w) == 0)
-                        return weight_clamp(w);
+        if (card_prompt_weight(r, &w) == 0)
+                return w;
         if (weight_from_prompt(text, hint, &w) == 0)
                 return weight_clamp(w);
         weight_from_text(text, len, &w);

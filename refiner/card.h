@@ -46,4 +46,13 @@
 int card_refine(const struct st_raw_record *r, struct arena *a, struct st_doc *out,
                 struct st_error *err);
 
+/*
+ * The weight of a <lora:NAME:W> tag in r's example prompts, by the rule
+ * above (a tag naming the primary file in any prompt, else the first tag of
+ * the first prompt that has one), clamped.  Returns 0 with *w set, or
+ * ST_ENOTFOUND.  The VLM refiner applies it too: such a tag overrides what
+ * the VLM answers.  Pure; any thread.
+ */
+int card_prompt_weight(const struct st_raw_record *r, double *w);
+
 #endif
