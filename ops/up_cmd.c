@@ -302,7 +302,7 @@ static void ask(struct cluster *c, const char *prompt, const char *base)
 static void usage(FILE *f)
 {
         fputs("usage: stylus up [--demo] [--data DIR] [--civitai-url URL] [--fixtures DIR]\n"
-              "                 [--http PORT] [--timeout S]\n"
+              "                 [--hf-url URL] [--http PORT] [--timeout S]\n"
               "\n"
               "Run a one-machine cluster over loopback: catalog, crawler, refiner, indexer,\n"
               "one shard and a query node, each its own process (logs in DIR/*.log).\n"
@@ -311,7 +311,9 @@ static void usage(FILE *f)
               "  --demo             crawl the bundled fixture catalog from a local test server,\n"
               "                     wait until it is indexed, ask sample prompts, stop\n"
               "  --data DIR         where stores and logs go (default ./stylus-data)\n"
-              "  --civitai-url URL  source to crawl without --demo (default https://civitai.com)\n"
+              "  --civitai-url URL  Civitai to crawl without --demo (default https://civitai.com)\n"
+              "  --hf-url URL       Hugging Face to crawl without --demo\n"
+              "                     (default https://huggingface.co)\n"
               "  --fixtures DIR     fixture catalog for --demo (default: the source tree's)\n"
               "  --http PORT        query node port (default: a free one)\n"
               "  --timeout S        give up on the demo pipeline after S seconds (default 300)\n"
@@ -328,7 +330,8 @@ static void path_in(char *out, size_t size, const char *dir, const char *name)
 }
 
 /* Start catalog, workers, shard and query node; ports are chosen here. */
-static int start_roles(struct cluster *c, const char *dir, const char *civitai, int http_port)
+static int start_roles(struct cluster *c, const char *dir, const char *civitai, const char *hf,
+                       int http_port)
 {
         char cat_dir[4096], shard_dir[4096], logs[6][4096];
         char listen[64];
@@ -349,19 +352,28 @@ static int start_roles(struct cluster *c, const char *dir, const char *civitai, 
         path_in(logs[4], sizeof(logs[4]), dir, "shard-0.log");
         path_in(logs[5], sizeof(logs[5]), dir, "serve.log");
         {
-                char *a_cat[] = {c->self, "catalog", "--data", cat_dir, "--bind", c->catalog, NULL};
-                char *a_crawl[] = {
-                    c->self,         "crawler", "--connect", c->catalog, "--civitai-url",
-                    (char *)civitai, "--rate",  "0",         NULL};
+                char *a_cat[] = {c->self,    "catalog", "--data",   cat_dir, "--bind", c->catalog,
+                                 "--source", "civitai", "--source", "hf",    NULL};
+                char *a_crawl[ARGV_MAX] = {c->self,    "crawler",       "--connect",
+                                           c->catalog, "--civitai-url", (char *)civitai,
+                                           "--hf-url", (char *)hf};
+                size_t n = 8;
                 char *a_refine[] = {c->self, "refiner", "--connect", c->catalog, NULL};
                 char *a_index[] = {c->self, "indexer", "--connect", c->catalog, NULL};
                 char *a_shard[] = {c->self,  "shard",  "0/1",       "--data",   shard_dir,
                                    "--bind", c->shard, "--catalog", c->catalog, NULL};
                 char *a_serve[] = {c->self, "serve", "--shard", c->shard, "--listen", listen, NULL};
 
-                /* A real Civitai gets the polite default rate; a local stand-in need not. */
-                if (strncmp(civitai, "http://127.", 11))
-                        a_crawl[6] = NULL;
+                /* Real services get the polite default rates; a local stand-in need not. */
+                if (!strncmp(civitai, "http://127.", 11)) {
+                        a_crawl[n++] = "--rate";
+                        a_crawl[n++] = "0";
+                }
+                if (!strncmp(hf, "http://127.", 11)) {
+                        a_crawl[n++] = "--hf-rate";
+                        a_crawl[n++] = "0";
+                }
+                a_crawl[n] = NULL;
                 if (spawn(c, "catalog", a_cat, logs[0]) < 0 ||
                     spawn(c, "crawler", a_crawl, logs[1]) < 0 ||
                     spawn(c, "refiner", a_refine, logs[2]) < 0 ||
@@ -379,6 +391,7 @@ int cmd_up(int argc, char **argv)
             {"demo", no_argument, NULL, 'D'},
             {"data", required_argument, NULL, 'd'},
             {"civitai-url", required_argument, NULL, 'u'},
+            {"hf-url", required_argument, NULL, 'H'},
             {"fixtures", required_argument, NULL, 'f'},
             {"http", required_argument, NULL, 'p'},
             {"timeout", required_argument, NULL, 't'},
@@ -388,6 +401,7 @@ int cmd_up(int argc, char **argv)
         static volatile sig_atomic_t stop;
         struct cluster c = {0};
         const char *dir = "stylus-data", *civitai = "https://civitai.com";
+        const char *hf = "https://huggingface.co";
         const char *fixtures = STYLUS_SOURCE_DIR "/tests/fixtures";
         char fixture_url[128];
         long timeout = 300;
@@ -402,6 +416,9 @@ int cmd_up(int argc, char **argv)
                         break;
                 case 'd':
                         dir = optarg;
+                        break;
+                case 'H':
+                        hf = optarg;
                         break;
                 case 'u':
                         civitai = optarg;
@@ -446,10 +463,11 @@ int cmd_up(int argc, char **argv)
                                 dir, "fixture-server.log");
                         goto out;
                 }
-                civitai = fixture_url;
-                printf("fixture catalog (Civitai wire format) at %s\n", fixture_url);
+                civitai = hf = fixture_url; /* it serves both wire formats */
+                printf("fixture catalog (Civitai and Hugging Face wire formats) at %s\n",
+                       fixture_url);
         }
-        if (start_roles(&c, dir, civitai, http_port)) {
+        if (start_roles(&c, dir, civitai, hf, http_port)) {
                 fprintf(stderr, "stylus up: cannot start the roles\n");
                 goto out;
         }

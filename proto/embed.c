@@ -134,12 +134,29 @@ static uint64_t fmix64(uint64_t h)
         return h;
 }
 
-static void add_feature(float *out, int dim, uint64_t h, double weight)
+/*
+ * Where features go: dim hashed buckets (the dense embedding), or a list of
+ * the features themselves (the sparse form, embed_sparse()).
+ */
+struct sink {
+        float *dense; /* dim floats, or NULL */
+        int dim;
+        struct embed_feature *sparse; /* room for cap features when dense is NULL */
+        size_t n, cap;
+};
+
+static void add_feature(struct sink *s, uint64_t h, double weight)
 {
         uint64_t m = fmix64(h);
-        size_t bucket = (size_t)(((m >> 32) * (uint64_t)dim) >> 32);
+        size_t bucket = (size_t)(((m >> 32) * (uint64_t)s->dim) >> 32);
 
-        out[bucket] += (float)((m & 1) ? -weight : weight);
+        if (s->dense) {
+                s->dense[bucket] += (float)((m & 1) ? -weight : weight);
+        } else if (s->n < s->cap) {
+                s->sparse[s->n].hash = m;
+                s->sparse[s->n].weight = (float)weight;
+                s->n++;
+        }
 }
 
 /* ---- arithmetic ---- */
@@ -351,7 +368,7 @@ static size_t count_code_points(const char *p, size_t len)
  * Character n-grams (n code points) of "^word$", each weighted w.
  * Unit 0 is '^', unit m-1 is '$', unit u in between is code point u-1.
  */
-static void add_ngrams(float *out, int dim, const char *p, size_t len, size_t n, double w)
+static void add_ngrams(struct sink *out, const char *p, size_t len, size_t n, double w)
 {
         size_t m = count_code_points(p, len) + 2;
         size_t first = 0; /* byte offset of code point u-1, for u >= 1 */
@@ -375,7 +392,7 @@ static void add_ngrams(float *out, int dim, const char *p, size_t len, size_t n,
                         h = fnv_bytes(h, p + off, end - off);
                         off = end;
                 }
-                add_feature(out, dim, h, w);
+                add_feature(out, h, w);
                 if (u > 0)
                         first = next_code_point(p, len, first);
         }
@@ -388,15 +405,15 @@ static size_t ngram_count(size_t code_points, size_t n)
         return m >= n ? m - n + 1 : 0;
 }
 
-static void add_word(float *out, int dim, const char *p, size_t len, uint64_t hash, size_t count)
+static void add_word(struct sink *out, const char *p, size_t len, uint64_t hash, size_t count)
 {
         double tf = sublinear(count);
         size_t cps = count_code_points(p, len);
         size_t grams = ngram_count(cps, 3) + ngram_count(cps, 4);
 
-        add_feature(out, dim, hash, WEIGHT_UNIGRAM * tf);
-        add_ngrams(out, dim, p, len, 3, WEIGHT_NGRAMS * tf / (double)grams);
-        add_ngrams(out, dim, p, len, 4, WEIGHT_NGRAMS * tf / (double)grams);
+        add_feature(out, hash, WEIGHT_UNIGRAM * tf);
+        add_ngrams(out, p, len, 3, WEIGHT_NGRAMS * tf / (double)grams);
+        add_ngrams(out, p, len, 4, WEIGHT_NGRAMS * tf / (double)grams);
 }
 
 static int compare_u64(const void *a, const void *b)
@@ -412,7 +429,7 @@ static int compare_word(const void *a, const void *b)
 }
 
 /* Unigrams and n-grams, once per distinct word with its count; sorts words. */
-static void add_words(float *out, int dim, const char *buf, struct word *words, size_t n)
+static void add_words(struct sink *out, const char *buf, struct word *words, size_t n)
 {
         qsort(words, n, sizeof(*words), compare_word);
         for (size_t i = 0; i < n;) {
@@ -420,13 +437,13 @@ static void add_words(float *out, int dim, const char *buf, struct word *words, 
 
                 while (j < n && words[j].hash == words[i].hash)
                         j++;
-                add_word(out, dim, buf + words[i].off, words[i].len, words[i].hash, j - i);
+                add_word(out, buf + words[i].off, words[i].len, words[i].hash, j - i);
                 i = j;
         }
 }
 
 /* Bigrams of neighbouring words in one phrase, once per distinct pair; needs text order. */
-static void add_bigrams(float *out, int dim, const struct word *words, size_t n, uint64_t *pairs)
+static void add_bigrams(struct sink *out, const struct word *words, size_t n, uint64_t *pairs)
 {
         size_t np = 0;
 
@@ -442,7 +459,7 @@ static void add_bigrams(float *out, int dim, const struct word *words, size_t n,
 
                 while (j < np && pairs[j] == pairs[i])
                         j++;
-                add_feature(out, dim, pairs[i], WEIGHT_BIGRAM * sublinear(j - i));
+                add_feature(out, pairs[i], WEIGHT_BIGRAM * sublinear(j - i));
                 i = j;
         }
 }
@@ -469,7 +486,8 @@ int embedder_init(struct embedder *e, int dim)
         return 0;
 }
 
-int embedder_embed(const struct embedder *e, const char *text, size_t len, float *out)
+/* Feed every feature of len bytes of text (len <= EMBED_MAX_TEXT) into out. */
+static int featurize(const char *text, size_t len, struct sink *out)
 {
         char *buf = NULL;
         struct word *words = NULL;
@@ -477,11 +495,6 @@ int embedder_embed(const struct embedder *e, const char *text, size_t len, float
         size_t n;
         int rc = 0;
 
-        if (e->dim < 1 || e->dim > EMBED_MAX_DIM || (!text && len > 0))
-                return ST_EINVAL;
-        memset(out, 0, (size_t)e->dim * sizeof(*out));
-        if (len > EMBED_MAX_TEXT)
-                len = EMBED_MAX_TEXT;
         if (len == 0)
                 return 0;
         /* Words are separated by at least one byte: at most (len + 1) / 2 of them. */
@@ -493,14 +506,95 @@ int embedder_embed(const struct embedder *e, const char *text, size_t len, float
                 goto out_free;
         }
         n = split_words(text, len, buf, words);
-        add_bigrams(out, e->dim, words, n, pairs);
-        add_words(out, e->dim, buf, words, n);
-        normalize(out, e->dim);
+        add_bigrams(out, words, n, pairs);
+        add_words(out, buf, words, n);
 out_free:
         free(pairs);
         free(words);
         free(buf);
         return rc;
+}
+
+int embedder_embed(const struct embedder *e, const char *text, size_t len, float *out)
+{
+        struct sink s = {.dense = out, .dim = e->dim};
+        int rc;
+
+        if (e->dim < 1 || e->dim > EMBED_MAX_DIM || (!text && len > 0))
+                return ST_EINVAL;
+        memset(out, 0, (size_t)e->dim * sizeof(*out));
+        if (len > EMBED_MAX_TEXT)
+                len = EMBED_MAX_TEXT;
+        rc = featurize(text, len, &s);
+        if (!rc)
+                normalize(out, e->dim);
+        return rc;
+}
+
+static int compare_feature(const void *a, const void *b)
+{
+        const struct embed_feature *x = a, *y = b;
+
+        return (x->hash > y->hash) - (x->hash < y->hash);
+}
+
+int embed_sparse(const char *text, size_t len, struct arena *a, struct embed_feature **out,
+                 size_t *n)
+{
+        /* Per word: a unigram and at most len 3-grams and len 4-grams; plus one bigram. */
+        struct sink s = {.dim = 1};
+        double sum = 0.0;
+        size_t m = 0;
+        int rc;
+
+        *out = NULL;
+        *n = 0;
+        if (!text && len > 0)
+                return ST_EINVAL;
+        if (len > EMBED_MAX_SPARSE_TEXT)
+                return ST_ETOOBIG;
+        s.cap = 4 * len + 8;
+        s.sparse = arena_alloc(a, s.cap * sizeof(*s.sparse));
+        if (!s.sparse)
+                return ST_ENOMEM;
+        rc = featurize(text, len, &s);
+        if (rc)
+                return rc;
+        /* Merge equal features, then L2-normalize. */
+        qsort(s.sparse, s.n, sizeof(*s.sparse), compare_feature);
+        for (size_t i = 0; i < s.n; i++) {
+                if (m > 0 && s.sparse[m - 1].hash == s.sparse[i].hash)
+                        s.sparse[m - 1].weight += s.sparse[i].weight;
+                else
+                        s.sparse[m++] = s.sparse[i];
+        }
+        for (size_t i = 0; i < m; i++)
+                sum += (double)s.sparse[i].weight * s.sparse[i].weight;
+        for (size_t i = 0; i < m && sum > 0.0; i++)
+                s.sparse[i].weight = (float)(s.sparse[i].weight / sqrt(sum));
+        *out = s.sparse;
+        *n = m;
+        return 0;
+}
+
+float embed_sparse_dot(const struct embed_feature *x, size_t nx, const struct embed_feature *y,
+                       size_t ny)
+{
+        double dot = 0.0;
+        size_t i = 0, j = 0;
+
+        while (i < nx && j < ny) {
+                if (x[i].hash < y[j].hash) {
+                        i++;
+                } else if (x[i].hash > y[j].hash) {
+                        j++;
+                } else {
+                        dot += (double)x[i].weight * y[j].weight;
+                        i++;
+                        j++;
+                }
+        }
+        return (float)dot;
 }
 
 /* ---- doc text ---- */

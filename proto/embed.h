@@ -15,6 +15,7 @@
 #define STYLUS_EMBED_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "proto/arena.h"
 #include "proto/doc.h"
@@ -34,6 +35,28 @@ int embedder_init(struct embedder *e, int dim);
 
 /* Embed len bytes of UTF-8 text into out[e->dim], L2-normalized (or all zero). */
 int embedder_embed(const struct embedder *e, const char *text, size_t len, float *out);
+
+/* One feature of a text before hashing into buckets: its 64-bit hash and weight. */
+struct embed_feature {
+        uint64_t hash;
+        float weight;
+};
+
+#define EMBED_MAX_SPARSE_TEXT 65536 /* bytes; longer is ST_ETOOBIG */
+
+/*
+ * The sparse form of a text: the same features as embedder_embed() (word
+ * unigrams, bigrams, character n-grams) kept apart instead of summed into
+ * dim buckets, merged, L2-normalized, sorted by hash.  Two sparse forms
+ * compare with no bucket collisions, which matters for short texts such as
+ * prompt topics and adapter names.  *out is in a (*n features).
+ */
+int embed_sparse(const char *text, size_t len, struct arena *a, struct embed_feature **out,
+                 size_t *n);
+
+/* Cosine of two sparse forms (both normalized): the dot product of equal features. */
+float embed_sparse_dot(const struct embed_feature *x, size_t nx, const struct embed_feature *y,
+                       size_t ny);
 
 /*
  * The text a doc is embedded from, after the paper: "Title: ..; Description:

@@ -45,8 +45,11 @@
  *     prompt's words).  At most COMPOSER_MAX_TOPICS topics; later pieces are
  *     ignored.
  *
- * (c) Scores.  Each topic is embedded with the embedder; each remaining
- *     candidate is embedded from a short text "name; tags; trigger words"
+ * (c) Scores.  Each topic is put in the embedder's sparse form (the same
+ *     word and character n-gram features, without hashing them into a few
+ *     hundred buckets: short texts would collide, "night" would resemble
+ *     "horses"); each remaining candidate likewise from a short text
+ *     "name; tags; trigger words"
  *     (first DOC_TEXT_TAGS tags and DOC_TEXT_TRIGGERS trigger words, at most
  *     DOC_TEXT_MAX bytes): not the long description, which would blur the
  *     match with everything the card mentions.  For topic t and candidate c:
@@ -403,15 +406,6 @@ static size_t doc_text(const struct st_doc *d, char buf[DOC_TEXT_MAX])
         return len;
 }
 
-static float dot(const float *x, const float *y, int dim)
-{
-        float s = 0;
-
-        for (int i = 0; i < dim; i++)
-                s += x[i] * y[i];
-        return s;
-}
-
 static float popularity(const struct st_doc *d)
 {
         double p = log10(1.0 + (double)d->stats.downloads) / POPULARITY_DECADES;
@@ -609,12 +603,18 @@ static int check_input(const char *prompt, const struct composer_candidate *c, s
 }
 
 /* Embed the topics into tvec[n_topics * dim]. */
-static int embed_topics(const struct embedder *e, const struct composer_result *r, float *tvec,
+/* A short text in the embedder's sparse form (no bucket collisions). */
+struct sparse {
+        struct embed_feature *f;
+        size_t n;
+};
+
+static int embed_topics(const struct composer_result *r, struct arena *a, struct sparse *tv,
                         struct st_error *err)
 {
         for (size_t t = 0; t < r->n_topics; t++) {
                 const char *text = r->topics[t].text;
-                int rc = embedder_embed(e, text, strlen(text), tvec + t * (size_t)e->dim);
+                int rc = embed_sparse(text, strlen(text), a, &tv[t].f, &tv[t].n);
 
                 if (rc)
                         return st_fail(err, rc, "composer: embedding topic '%.60s': %s", text,
@@ -632,16 +632,16 @@ static int score_candidates(const char *prompt, const struct composer_candidate 
                             struct arena *a, struct composer_result *r, struct pick *picks,
                             size_t *n_picks, struct st_error *err)
 {
-        size_t dim = (size_t)e->dim;
-        float *tvec = arena_calloc(a, r->n_topics ? r->n_topics * dim : 1, sizeof(float));
-        float *cvec = arena_calloc(a, dim, sizeof(float));
+        struct sparse *tv = arena_calloc(a, r->n_topics ? r->n_topics : 1, sizeof(*tv));
+        struct sparse cv;
         char text[DOC_TEXT_MAX];
         int rc;
 
+        (void)e;
         *n_picks = 0;
-        if (!tvec || !cvec)
+        if (!tv)
                 return st_fail(err, ST_ENOMEM, "composer: no memory for vectors");
-        if ((rc = embed_topics(e, r, tvec, err)))
+        if ((rc = embed_topics(r, a, tv, err)))
                 return rc;
         for (size_t i = 0; i < n; i++) {
                 const struct st_doc *d = c[i].doc;
@@ -668,11 +668,11 @@ static int score_candidates(const char *prompt, const struct composer_candidate 
                         r->excluded.weak_match++;
                         continue;
                 }
-                if ((rc = embedder_embed(e, text, doc_text(d, text), cvec)))
+                if ((rc = embed_sparse(text, doc_text(d, text), a, &cv.f, &cv.n)))
                         return st_fail(err, rc, "composer: embedding adapter %s: %s",
                                        d->id ? d->id : "?", st_strerror(rc));
                 for (size_t t = 0; t < r->n_topics; t++) {
-                        float cos = dot(tvec + t * dim, cvec, e->dim);
+                        float cos = embed_sparse_dot(tv[t].f, tv[t].n, cv.f, cv.n);
 
                         if (cos > p.topic_cos) {
                                 p.topic_cos = cos;

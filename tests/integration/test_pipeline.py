@@ -102,6 +102,11 @@ def eligible_ids():
             ids.add(i)
             if m.get("nsfw") or (m.get("nsfwLevel") or 0) > 1:
                 nsfw.add(i)
+    # Hugging Face: every listed repo but the gated, disabled and private ones.
+    with open(os.path.join(FIXTURES, "hf", "models.json")) as f:
+        for r in json.load(f):
+            if not r.get("gated") and not r.get("disabled") and not r.get("private"):
+                ids.add("hf:%s@%s" % (r["id"], r["sha"]))
     return ids, nsfw
 
 
@@ -150,7 +155,7 @@ def check_prompts(http, nsfw_ids):
         for a in ans.get("adapters", []):
             if base and a.get("base_model") != base:
                 failures.append("%r: %s has base %s" % (case["prompt"], a["id"], a.get("base_model")))
-        print("ok  %-60s -> %s" % (case["prompt"][:60], ", ".join(got)))
+        print("%-3s %-60s -> %s" % ("ok" if not failures else "..", case["prompt"][:60], ", ".join(got)))
     return len(cases), failures
 
 
@@ -184,8 +189,10 @@ def main():
         shard = "tcp://127.0.0.1:%d" % free_port()
         http_port = free_port()
         http = "http://127.0.0.1:%d" % http_port
-        cluster.start("catalog", [BIN, "catalog", "--data", os.path.join(workdir, "catalog"), "--bind", cat])
-        cluster.start("crawler", [BIN, "crawler", "--connect", cat, "--civitai-url", civitai, "--rate", "0"])
+        cluster.start("catalog", [BIN, "catalog", "--data", os.path.join(workdir, "catalog"), "--bind", cat,
+                                  "--source", "civitai", "--source", "hf"])
+        cluster.start("crawler", [BIN, "crawler", "--connect", cat, "--civitai-url", civitai, "--rate", "0",
+                                  "--hf-url", civitai, "--hf-rate", "0"])
         cluster.start("refiner", [BIN, "refiner", "--connect", cat])
         cluster.start("indexer", [BIN, "indexer", "--connect", cat])
         cluster.start("shard", [BIN, "shard", "0/1", "--data", os.path.join(workdir, "shard0"),

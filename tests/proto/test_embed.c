@@ -259,6 +259,30 @@ static void test_doc_text(void)
         arena_release(&a);
 }
 
+/* Sparse forms: the dense features without bucket collisions. */
+static void test_sparse(void)
+{
+        struct embed_feature *x, *y, *z;
+        size_t nx, ny, nz;
+        struct arena a;
+        float self;
+
+        arena_init(&a, 1 << 20);
+        CHECK(embed_sparse("night", 5, &a, &x, &nx) == 0 && nx > 0);
+        CHECK(embed_sparse("Horses; animal, horse, equine", 29, &a, &y, &ny) == 0 && ny > 0);
+        CHECK(embed_sparse("Night Owl; animal, owl, bird", 28, &a, &z, &nz) == 0);
+        self = embed_sparse_dot(x, nx, x, nx);
+        CHECK(self > 0.999f && self < 1.001f);
+        CHECK(embed_sparse_dot(x, nx, y, ny) == 0.0f); /* nothing shared, nothing counted */
+        CHECK(embed_sparse_dot(x, nx, z, nz) > 0.2f);
+        for (size_t i = 1; i < nz; i++)
+                CHECK(z[i - 1].hash < z[i].hash); /* sorted and merged */
+        CHECK(embed_sparse("the of a", 8, &a, &x, &nx) == 0 && nx == 0);
+        CHECK(embed_sparse(NULL, 0, &a, &x, &nx) == 0 && nx == 0);
+        CHECK(embed_sparse(NULL, 3, &a, &x, &nx) == ST_EINVAL);
+        arena_release(&a);
+}
+
 int main(void)
 {
         test_init();
@@ -270,6 +294,7 @@ int main(void)
         test_utf8();
         test_long_input();
         test_doc_text();
+        test_sparse();
         if (failures) {
                 fprintf(stderr, "test_embed: %d checks failed\n", failures);
                 return 1;
