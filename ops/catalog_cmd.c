@@ -360,6 +360,7 @@ static void usage(FILE *f)
               "                     to bind beyond loopback\n"
               "  --curve-allow FILE public keys of the workers and shards that may connect\n"
               "                     (or STYLUS_CURVE_ALLOW)\n"
+              "  --map-size BYTES   first LMDB map size (default 1 GiB; it doubles when full)\n"
               "\n"
               "examples:\n"
               "  stylus catalog --data /var/lib/stylus/catalog\n"
@@ -380,6 +381,7 @@ int cmd_catalog(int argc, char **argv)
             {"refresh", required_argument, NULL, 'r'},
             {"curve-key", required_argument, NULL, 'K'},
             {"curve-allow", required_argument, NULL, 'A'},
+            {"map-size", required_argument, NULL, 'z'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
@@ -392,6 +394,8 @@ int cmd_catalog(int argc, char **argv)
         const char *sources[MAX_SOURCES];
         size_t n_sources = 0;
         long refresh_s = 0;
+        unsigned long long map_size = (unsigned long long)1 << 30;
+        int64_t next_reader_check = 0;
         int64_t next_refresh = 0;
         void *ctx = NULL;
         int c, rc = 1;
@@ -430,6 +434,9 @@ int cmd_catalog(int argc, char **argv)
                 case 'A':
                         curve_allow = optarg;
                         break;
+                case 'z':
+                        map_size = strtoull(optarg, NULL, 10);
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -450,7 +457,9 @@ int cmd_catalog(int argc, char **argv)
                 log_error("%s", err.msg);
                 return 1;
         }
-        if (catalog_open(data, &b.cat, &err)) {
+        if (map_size < 65536 || catalog_open_sized(data, (size_t)map_size, &b.cat, &err)) {
+                if (map_size < 65536)
+                        st_fail(&err, ST_EINVAL, "--map-size must be at least 65536");
                 log_error("%s", err.msg);
                 security_release(&sec);
                 return 1;
@@ -485,6 +494,13 @@ int cmd_catalog(int argc, char **argv)
                 now = wire_now_ms();
                 expire(&b, now);
                 dispatch(&b);
+                if (now >= next_reader_check) {
+                        int dead = catalog_check_readers(b.cat);
+
+                        if (dead)
+                                log_warn("cleared %d reader slots of dead processes", dead);
+                        next_reader_check = now + 60000;
+                }
                 if (refresh_s && now >= next_refresh) {
                         for (size_t i = 0; i < n_sources; i++)
                                 catalog_start_source(b.cat, sources[i], true, &err);

@@ -36,7 +36,8 @@
 #include "proto/wire.h"
 
 #define FORMAT_VERSION 1
-#define MAP_SIZE       ((size_t)16 << 30) /* reserved address space, not disk */
+#define MAP_SIZE       ((size_t)1 << 30) /* first map size; it doubles when full */
+#define MAP_SIZE_MAX   ((size_t)1 << 40)
 #define DECODE_LIMIT   (64u << 20)
 
 enum {
@@ -60,6 +61,7 @@ static const char *const db_names[DB_COUNT] = {
 
 struct catalog {
         MDB_env *env;
+        size_t map_size; /* current map size; doubled on MDB_MAP_FULL */
         MDB_dbi dbi[DB_COUNT];
 };
 
@@ -76,6 +78,33 @@ enum catalog_stage catalog_stage_from_name(const char *name)
                 if (!strcmp(name, stage_names[s]))
                         return (enum catalog_stage)s;
         return STAGE_COUNT;
+}
+
+/*
+ * Finish a write function: an MDB_MAP_FULL attempt (its transaction already
+ * aborted) grows the map, and *again tells the caller to run it once more;
+ * LMDB codes become ST_EDB with what and LMDB's message; our own codes pass.
+ */
+static int db_fail(struct st_error *err, int mdb_rc, const char *what);
+
+static int finish_write(struct catalog *c, int rc, const char *what, bool *again,
+                        struct st_error *err)
+{
+        *again = false;
+        if (rc == MDB_MAP_FULL && c->map_size < MAP_SIZE_MAX) {
+                int grc = mdb_env_set_mapsize(c->env, c->map_size * 2);
+
+                if (grc == 0) {
+                        c->map_size *= 2;
+                        log_info("catalog map grown to %zu MiB", c->map_size >> 20);
+                        *again = true;
+                        return 0;
+                }
+                rc = grc;
+        }
+        if (rc > ST_EMISSING - 1 && rc <= 0)
+                return rc; /* 0 or one of ours (proto/errors.h) */
+        return db_fail(err, rc, what);
 }
 
 static int db_fail(struct st_error *err, int mdb_rc, const char *what)
@@ -129,6 +158,78 @@ static int meta_put_u64(struct catalog *c, MDB_txn *txn, const char *key, uint64
 
 int catalog_open(const char *dir, struct catalog **out, struct st_error *err)
 {
+        return catalog_open_sized(dir, MAP_SIZE, out, err);
+}
+
+int catalog_open_readonly(const char *dir, struct catalog **out, struct st_error *err)
+{
+        struct catalog *c = calloc(1, sizeof(*c));
+        MDB_txn *txn;
+        int rc;
+
+        if (!c)
+                return st_fail(err, ST_ENOMEM, "out of memory");
+        rc = mdb_env_create(&c->env);
+        if (rc)
+                goto out_free;
+        mdb_env_set_maxdbs(c->env, DB_COUNT);
+        rc = mdb_env_open(c->env, dir, MDB_RDONLY | MDB_NOTLS, 0644);
+        if (!rc)
+                rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+        if (rc)
+                goto out_env;
+        for (int i = 0; i < DB_COUNT && !rc; i++)
+                rc = mdb_dbi_open(txn, db_names[i], 0, &c->dbi[i]);
+        /* Committing a read transaction keeps its database handles. */
+        rc = rc ? (mdb_txn_abort(txn), rc) : mdb_txn_commit(txn);
+        if (rc)
+                goto out_env;
+        *out = c;
+        return 0;
+out_env:
+        mdb_env_close(c->env);
+out_free:
+        free(c);
+        if (rc == MDB_NOTFOUND || rc == ENOENT)
+                return st_fail(err, ST_ENOTFOUND, "%s holds no catalog", dir);
+        return db_fail(err, rc, dir);
+}
+
+int catalog_each_doc(struct catalog *c, catalog_doc_fn fn, void *ctx)
+{
+        MDB_txn *txn;
+        MDB_cursor *cur;
+        MDB_val k, v;
+        int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+
+        if (rc)
+                return ST_EDB;
+        rc = mdb_cursor_open(txn, c->dbi[DB_DOCS], &cur);
+        if (rc) {
+                mdb_txn_abort(txn);
+                return ST_EDB;
+        }
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                MDB_val vec = {0, NULL};
+                int cb;
+
+                if (mdb_get(txn, c->dbi[DB_VECTORS], &k, &vec))
+                        vec.mv_size = 0;
+                cb = fn(ctx, v.mv_data, v.mv_size, vec.mv_size ? vec.mv_data : NULL, vec.mv_size);
+                if (cb) {
+                        rc = cb;
+                        break;
+                }
+        }
+        mdb_cursor_close(cur);
+        mdb_txn_abort(txn);
+        return rc == MDB_NOTFOUND ? 0 : rc < 0 && rc > ST_EMISSING - 1 ? rc : ST_EDB;
+}
+
+int catalog_open_sized(const char *dir, size_t map_size, struct catalog **out, struct st_error *err)
+{
+        MDB_envinfo info;
         struct catalog *c;
         MDB_txn *txn;
         uint32_t version = FORMAT_VERSION;
@@ -143,10 +244,13 @@ int catalog_open(const char *dir, struct catalog **out, struct st_error *err)
         if (rc)
                 goto out_free;
         mdb_env_set_maxdbs(c->env, DB_COUNT);
-        mdb_env_set_mapsize(c->env, MAP_SIZE);
+        mdb_env_set_mapsize(c->env, map_size);
         rc = mdb_env_open(c->env, dir, MDB_NOTLS, 0644);
         if (rc)
                 goto out_env;
+        /* An existing store keeps its own, larger size. */
+        mdb_env_info(c->env, &info);
+        c->map_size = info.me_mapsize;
         mdb_reader_check(c->env, &dead);
         rc = mdb_txn_begin(c->env, NULL, 0, &txn);
         if (rc)
@@ -358,7 +462,7 @@ static int crawl_queued(struct catalog *c, MDB_txn *txn, const char *source, boo
         return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-int catalog_start_source(struct catalog *c, const char *source, bool restart, struct st_error *err)
+static int start_source_once(struct catalog *c, const char *source, bool restart)
 {
         struct source_state st;
         struct arena a;
@@ -388,7 +492,7 @@ int catalog_start_source(struct catalog *c, const char *source, bool restart, st
                 rc = mdb_txn_commit(txn);
 out:
         arena_release(&a);
-        return rc ? db_fail(err, rc, "start source") : 0;
+        return rc;
 }
 
 /*
@@ -470,8 +574,8 @@ out:
         return rc;
 }
 
-int catalog_apply_crawl(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
-                        struct catalog_crawl_counts *counts, struct st_error *err)
+static int apply_crawl_once(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+                            struct catalog_crawl_counts *counts, struct st_error *err)
 {
         struct arena a;
         struct source_state st;
@@ -515,7 +619,7 @@ int catalog_apply_crawl(struct catalog *c, uint64_t job_id, const msgpack_object
         rc = finish(txn, rc);
 out:
         arena_release(&a);
-        return rc ? db_fail(err, rc, "apply crawl result") : 0;
+        return rc;
 }
 
 /* Content hash of the record currently stored under id (into a), or NULL. */
@@ -537,8 +641,8 @@ static int current_hash(struct catalog *c, MDB_txn *txn, const char *id, struct 
         return 0;
 }
 
-int catalog_apply_doc(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
-                      struct st_error *err)
+static int apply_doc_once(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+                          struct st_error *err)
 {
         struct st_doc d;
         struct st_error e = {0};
@@ -582,7 +686,7 @@ int catalog_apply_doc(struct catalog *c, uint64_t job_id, const msgpack_object *
 out:
         free(buf);
         arena_release(&a);
-        return rc ? db_fail(err, rc, "apply doc") : 0;
+        return rc;
 }
 
 static int append_change(struct catalog *c, MDB_txn *txn, const char *op, const char *id)
@@ -610,8 +714,8 @@ static int append_change(struct catalog *c, MDB_txn *txn, const char *op, const 
         return rc ? rc : meta_put_u64(c, txn, "head_seq", seq);
 }
 
-int catalog_apply_vector(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
-                         struct st_error *err)
+static int apply_vector_once(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+                             struct st_error *err)
 {
         struct arena a;
         char *id = NULL, *hash = NULL, *model = NULL, *current;
@@ -664,11 +768,10 @@ int catalog_apply_vector(struct catalog *c, uint64_t job_id, const msgpack_objec
 out:
         msgpack_sbuffer_destroy(&sb);
         arena_release(&a);
-        return rc ? db_fail(err, rc, "apply vector") : 0;
+        return rc;
 }
 
-int catalog_bury_job(struct catalog *c, enum catalog_stage s, uint64_t job_id, const char *why,
-                     struct st_error *err)
+static int bury_job_once(struct catalog *c, enum catalog_stage s, uint64_t job_id, const char *why)
 {
         unsigned char key[9];
         MDB_val k = {8, key + 1}, v, dk = {9, key};
@@ -704,7 +807,7 @@ out:
         msgpack_sbuffer_destroy(&sb);
         if (rc == MDB_NOTFOUND)
                 return 0;
-        return rc ? db_fail(err, rc, "bury job") : 0;
+        return rc;
 }
 
 /* Write the map stored under id in db as the value of key into pk's buffer. */
@@ -974,4 +1077,77 @@ uint64_t catalog_head_seq(struct catalog *c)
         meta_get_u64(c, txn, "head_seq", &head);
         mdb_txn_abort(txn);
         return head;
+}
+
+/* ---- write functions: each retried after the map grew ---- */
+
+int catalog_start_source(struct catalog *c, const char *source, bool restart, struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        do
+                rc = finish_write(c, start_source_once(c, source, restart), "start source", &again,
+                                  err);
+        while (again);
+        return rc;
+}
+
+int catalog_apply_crawl(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+                        struct catalog_crawl_counts *counts, struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        do
+                rc = finish_write(c, apply_crawl_once(c, job_id, payload, counts, err),
+                                  "apply crawl result", &again, err);
+        while (again);
+        return rc;
+}
+
+int catalog_apply_doc(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+                      struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        do
+                rc = finish_write(c, apply_doc_once(c, job_id, payload, err), "apply doc", &again,
+                                  err);
+        while (again);
+        return rc;
+}
+
+int catalog_apply_vector(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+                         struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        do
+                rc = finish_write(c, apply_vector_once(c, job_id, payload, err), "apply vector",
+                                  &again, err);
+        while (again);
+        return rc;
+}
+
+int catalog_bury_job(struct catalog *c, enum catalog_stage s, uint64_t job_id, const char *why,
+                     struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        do
+                rc = finish_write(c, bury_job_once(c, s, job_id, why), "bury job", &again, err);
+        while (again);
+        return rc;
+}
+
+int catalog_check_readers(struct catalog *c)
+{
+        int dead = 0;
+
+        mdb_reader_check(c->env, &dead);
+        return dead;
 }

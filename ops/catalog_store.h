@@ -34,8 +34,37 @@ struct catalog;
 const char *catalog_stage_name(enum catalog_stage s);
 enum catalog_stage catalog_stage_from_name(const char *name);
 
-/* Open or create the store in directory dir (created if missing). */
+/*
+ * Open or create the store in directory dir (created if missing).  The map
+ * starts at 1 GiB of address space (or map_size bytes with
+ * catalog_open_sized) and doubles whenever a write finds it full: the write
+ * is aborted, the map grown, the write run again.  Stale reader slots of
+ * dead processes are cleared at open and by catalog_check_readers().
+ */
 int catalog_open(const char *dir, struct catalog **out, struct st_error *err);
+int catalog_open_sized(const char *dir, size_t map_size, struct catalog **out,
+                       struct st_error *err);
+
+/*
+ * Open an existing store for reading only, beside the running catalog (for
+ * export and inspection): it never writes.  ST_ENOTFOUND when dir holds no
+ * catalog.
+ */
+int catalog_open_readonly(const char *dir, struct catalog **out, struct st_error *err);
+
+/*
+ * Called with each doc's msgpack bytes and its vector record's msgpack bytes
+ * (NULL, 0 when not embedded yet); both borrowed for the call.  A nonzero
+ * return stops the walk and is returned.
+ */
+typedef int (*catalog_doc_fn)(void *ctx, const void *doc, size_t doc_len, const void *vector,
+                              size_t vector_len);
+
+/* Walk every doc in id order inside one read transaction (a consistent snapshot). */
+int catalog_each_doc(struct catalog *c, catalog_doc_fn fn, void *ctx);
+
+/* Clear reader slots left by processes that died; returns how many. */
+int catalog_check_readers(struct catalog *c);
 
 /* Close and NULL *c. */
 void catalog_close(struct catalog **c);

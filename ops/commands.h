@@ -18,5 +18,6 @@ int cmd_up(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_catalog_backup(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 #endif

@@ -23,6 +23,7 @@ static const struct command commands[] = {
     {"ask", cmd_ask, "ask a query node which adapters suit a prompt"},
     {"status", cmd_status, "print the catalog's counters and queues"},
     {"keygen", cmd_keygen, "make a CURVE keypair for a cluster process"},
+    {"export", cmd_export, "export the StylusDocs as a dataset (JSONL + .npy + card)"},
 };
 
 static void usage(FILE *f)
