@@ -20,8 +20,9 @@
 #include "proto/wire.h"
 #include "proto/worker.h"
 
-#define MAX_WORKERS 1024
-#define MAX_SOURCES 8
+#define MAX_WORKERS     1024
+#define MAX_SOURCES     8
+#define MAX_HOLD_LEASES 20 /* a job held this many lease periods is taken back: a hung worker */
 
 struct worker_slot {
         unsigned char identity[WIRE_MAX_IDENTITY];
@@ -36,9 +37,18 @@ struct job_state {
         enum catalog_stage stage;
         uint64_t job_id;
         int64_t lease_until; /* 0 when not leased */
+        int64_t leased_at;   /* heartbeats extend a lease up to MAX_HOLD_LEASES leases */
         int64_t not_before;  /* retry backoff after a failure */
         int attempts;
+        unsigned char holder[WIRE_MAX_IDENTITY]; /* the worker holding the lease */
+        size_t holder_len;
 };
+
+static bool held_by(const struct job_state *j, const struct wire_msg *m)
+{
+        return j->lease_until && j->holder_len == m->identity_len &&
+               !memcmp(j->holder, m->identity, m->identity_len);
+}
 
 struct broker {
         struct catalog *cat;
@@ -155,7 +165,39 @@ static void on_ready(struct broker *b, const struct wire_msg *m, bool ready)
         w->last_seen = wire_now_ms();
         if (ready)
                 w->idle = true;
+        if (!ready) {
+                /* A busy worker's heartbeat names its job: its lease goes on. */
+                bool idle = true;
+                uint64_t job_id;
+                struct job_state *j;
+
+                wire_get_bool(&m->body.data, "idle", &idle);
+                if (!idle && !wire_get_u64(&m->body.data, "job_id", &job_id) &&
+                    (j = job_find(b, s, job_id)) && held_by(j, m) &&
+                    w->last_seen - j->leased_at < MAX_HOLD_LEASES * b->lease_ms)
+                        j->lease_until = w->last_seen + b->lease_ms;
+                if (!idle)
+                        w->idle = false;
+        }
 out:
+        arena_release(&a);
+}
+
+/* A worker hands back a job it cannot take now: free the lease, count no failure. */
+static void on_nack(struct broker *b, const struct wire_msg *m)
+{
+        struct arena a;
+        char *stage = NULL;
+        uint64_t job_id;
+        enum catalog_stage s;
+        struct job_state *j;
+
+        arena_init(&a, 4096);
+        if (m->has_body && !wire_get_u64(&m->body.data, "job_id", &job_id) &&
+            !wire_get_str(&m->body.data, "stage", &a, &stage) &&
+            (s = catalog_stage_from_name(stage)) != STAGE_COUNT && (j = job_find(b, s, job_id)) &&
+            held_by(j, m))
+                j->lease_until = 0;
         arena_release(&a);
 }
 
@@ -202,8 +244,9 @@ static void on_result(struct broker *b, const struct wire_msg *m)
         /* Only a job this broker leased counts failures: a peer cannot bury a queued job. */
         j = job_find(b, s, job_id);
         if (!ok) {
+                /* A failure counts only from the worker holding the lease now. */
                 wire_get_str(&m->body.data, "error", &a, &why);
-                if (j)
+                if (j && held_by(j, m))
                         job_failed(b, j, why ? why : "worker gave no reason");
                 goto out;
         }
@@ -275,6 +318,8 @@ static void handle(struct broker *b, const struct wire_msg *m)
                 on_status(b, m);
         else if (!strcmp(m->command, "SYNC"))
                 on_sync(b, m);
+        else if (!strcmp(m->command, "NACK"))
+                on_nack(b, m);
         else
                 log_warn("unknown command '%s' dropped", m->command);
         if (!strcmp(m->command, "RESULT")) {
@@ -302,7 +347,10 @@ static void dispatch(struct broker *b)
                     (j = job_track(b, w->stage, job_id)) != NULL &&
                     wire_send(b->sock, w->identity, w->identity_len, "JOB", sb.data, sb.size) ==
                         0) {
-                        j->lease_until = wire_now_ms() + b->lease_ms;
+                        j->leased_at = wire_now_ms();
+                        j->lease_until = j->leased_at + b->lease_ms;
+                        memcpy(j->holder, w->identity, w->identity_len);
+                        j->holder_len = w->identity_len;
                         w->idle = false;
                 }
                 msgpack_sbuffer_destroy(&sb);

@@ -28,7 +28,9 @@
  *                                                          refine {doc: st_doc}
  *                                                          embed  {id, content_hash, model (str),
  *                                                                  dim (uint), vector (bin f32 LE)}
- *   HEARTBEAT  worker   stage (str), idle (bool)         liveness, every WIRE_HEARTBEAT_MS
+ *   HEARTBEAT  worker   stage (str), idle (bool),        liveness, every WIRE_HEARTBEAT_MS; a
+ *                       job_id (uint, when busy)           busy worker's extends that job's lease
+ *   NACK       worker   job_id, stage                    hand back a job not started (no failure)
  *   HEARTBEAT  catalog  (none)                           liveness, every WIRE_HEARTBEAT_MS
  *
  * Anyone <-> catalog

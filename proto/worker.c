@@ -1,5 +1,7 @@
 #include "proto/worker.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <zmq.h>
@@ -36,7 +38,8 @@ static int send_body(void *sock, const char *command, msgpack_sbuffer *sb)
         return wire_send(sock, NULL, 0, command, sb->data, sb->size);
 }
 
-static int send_ready(void *sock, const char *stage, const char *command, bool idle)
+static int send_ready(void *sock, const char *stage, const char *command, bool idle,
+                      uint64_t job_id)
 {
         msgpack_sbuffer sb;
         msgpack_packer pk;
@@ -44,57 +47,127 @@ static int send_ready(void *sock, const char *stage, const char *command, bool i
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 2);
+        msgpack_pack_map(&pk, idle ? 2 : 3);
         wire_pack_kv_str(&pk, "stage", stage);
         wire_pack_kv_bool(&pk, "idle", idle);
+        if (!idle)
+                wire_pack_kv_u64(&pk, "job_id", job_id);
         rc = send_body(sock, command, &sb);
         msgpack_sbuffer_destroy(&sb);
         return rc;
 }
 
-/* Run the handler on one JOB and send its RESULT. */
-static void run_job(const struct worker_config *cfg, void *sock, const msgpack_object *body)
+/*
+ * A job running on its own thread while the main thread keeps the socket
+ * and sends heartbeats that extend the job's lease.  The thread owns msg,
+ * a and result until it signals on its PAIR socket; then they are the main
+ * thread's again.
+ */
+struct running {
+        pthread_t thread;
+        const struct worker_config *cfg;
+        struct wire_msg msg; /* the JOB */
+        uint64_t job_id;
+        msgpack_sbuffer result; /* the RESULT body */
+        void *signal;           /* PAIR the thread says "done" on; used only by the thread */
+};
+
+/* Run the handler on the JOB and pack the RESULT body. */
+static void pack_result(struct running *r)
 {
+        const struct worker_config *cfg = r->cfg;
+        const msgpack_object *payload = wire_get(&r->msg.body.data, "payload");
         struct st_error err = {0};
         struct arena a;
-        msgpack_sbuffer out, res;
+        msgpack_sbuffer out;
         msgpack_packer pk;
-        uint64_t job_id;
-        const msgpack_object *payload = wire_get(body, "payload");
         int rc;
 
-        if (wire_get_u64(body, "job_id", &job_id)) {
-                log_warn("JOB without job_id dropped");
-                return;
-        }
         arena_init(&a, cfg->arena_limit);
         msgpack_sbuffer_init(&out);
         msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
         rc = payload ? cfg->handle(cfg->ctx, payload, &a, &pk, &err)
                      : st_fail(&err, ST_EMISSING, "job has no payload");
-
-        msgpack_sbuffer_init(&res);
-        msgpack_packer_init(&pk, &res, msgpack_sbuffer_write);
+        msgpack_packer_init(&pk, &r->result, msgpack_sbuffer_write);
         msgpack_pack_map(&pk, 4);
-        wire_pack_kv_u64(&pk, "job_id", job_id);
+        wire_pack_kv_u64(&pk, "job_id", r->job_id);
         wire_pack_kv_str(&pk, "stage", cfg->stage);
         wire_pack_kv_bool(&pk, "ok", rc == 0);
         if (rc == 0) {
                 wire_pack_key(&pk, "payload");
-                msgpack_sbuffer_write(&res, out.data, out.size);
+                msgpack_sbuffer_write(&r->result, out.data, out.size);
         } else {
                 wire_pack_kv_str(&pk, "error", st_error_text(&err, rc));
-                log_warn("%s job %llu failed: %s", cfg->stage, (unsigned long long)job_id,
+                log_warn("%s job %llu failed: %s", cfg->stage, (unsigned long long)r->job_id,
                          st_error_text(&err, rc));
         }
-        if (send_body(sock, "RESULT", &res))
-                log_warn("could not send RESULT of job %llu", (unsigned long long)job_id);
-        msgpack_sbuffer_destroy(&res);
         msgpack_sbuffer_destroy(&out);
         arena_release(&a);
 }
 
-static void *connect_dealer(void *ctx, const struct worker_config *cfg)
+static void *job_thread(void *arg)
+{
+        struct running *r = arg;
+
+        pack_result(r);
+        zmq_send(r->signal, "", 0, 0);
+        return NULL;
+}
+
+/* Start a JOB on its thread; false (and m released) when it cannot run. */
+static bool start_job(struct running *r, const struct worker_config *cfg, struct wire_msg *m)
+{
+        if (wire_get_u64(&m->body.data, "job_id", &r->job_id)) {
+                log_warn("JOB without job_id dropped");
+                wire_msg_release(m);
+                return false;
+        }
+        r->cfg = cfg;
+        r->msg = *m; /* the thread owns the message now */
+        msgpack_sbuffer_init(&r->result);
+        if (pthread_create(&r->thread, NULL, job_thread, r) != 0) {
+                log_error("cannot start a job thread");
+                msgpack_sbuffer_destroy(&r->result);
+                wire_msg_release(&r->msg);
+                return false;
+        }
+        return true;
+}
+
+/* The job thread signalled: join it, send its RESULT, free what it used. */
+static void finish_job(struct running *r, void *sock, void *done)
+{
+        zmq_msg_t f;
+
+        zmq_msg_init(&f);
+        zmq_msg_recv(&f, done, 0);
+        zmq_msg_close(&f);
+        pthread_join(r->thread, NULL);
+        if (send_body(sock, "RESULT", &r->result))
+                log_warn("could not send RESULT of job %llu", (unsigned long long)r->job_id);
+        msgpack_sbuffer_destroy(&r->result);
+        wire_msg_release(&r->msg);
+}
+
+/* A job offered while one runs (a race after a reconnect): hand it back at once. */
+static void nack(void *sock, const struct worker_config *cfg, const struct wire_msg *m)
+{
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        uint64_t job_id;
+
+        if (wire_get_u64(&m->body.data, "job_id", &job_id))
+                return;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 2);
+        wire_pack_kv_u64(&pk, "job_id", job_id);
+        wire_pack_kv_str(&pk, "stage", cfg->stage);
+        send_body(sock, "NACK", &sb);
+        msgpack_sbuffer_destroy(&sb);
+}
+
+static void *connect_dealer(void *ctx, const struct worker_config *cfg, bool busy, uint64_t job_id)
 {
         void *sock = wire_socket(ctx, ZMQ_DEALER);
         struct st_error err = {0};
@@ -111,14 +184,21 @@ static void *connect_dealer(void *ctx, const struct worker_config *cfg)
                 zmq_close(sock);
                 return NULL;
         }
-        send_ready(sock, cfg->stage, "READY", true);
+        if (busy)
+                send_ready(sock, cfg->stage, "HEARTBEAT", false, job_id);
+        else
+                send_ready(sock, cfg->stage, "READY", true, 0);
         return sock;
 }
 
 int worker_run(const struct worker_config *cfg)
 {
+        static int instance;
         void *ctx = zmq_ctx_new();
-        void *sock;
+        void *sock = NULL, *done = NULL;
+        char endpoint[64];
+        struct running job;
+        bool busy = false;
         long backoff = BACKOFF_MIN_MS;
         int64_t last_heard, last_sent;
         long jobs = 0;
@@ -126,32 +206,56 @@ int worker_run(const struct worker_config *cfg)
 
         if (!ctx)
                 return ST_ENOMEM;
-        sock = connect_dealer(ctx, cfg);
+        memset(&job, 0, sizeof(job));
+        /* One PAIR for the job threads' "done", made here, used by one thread at a time. */
+        snprintf(endpoint, sizeof(endpoint), "inproc://worker-done-%d", instance++);
+        done = zmq_socket(ctx, ZMQ_PAIR);
+        job.signal = zmq_socket(ctx, ZMQ_PAIR);
+        if (!done || !job.signal || zmq_bind(done, endpoint) != 0 ||
+            zmq_connect(job.signal, endpoint) != 0) {
+                rc = ST_EIO;
+                goto out_ctx;
+        }
+        sock = connect_dealer(ctx, cfg, false, 0);
         if (!sock) {
                 rc = ST_EINVAL;
                 goto out_ctx;
         }
         last_heard = last_sent = wire_now_ms();
-        while (!*cfg->stop && (cfg->max_jobs == 0 || jobs < cfg->max_jobs)) {
+        /* A job that runs when a stop comes is finished and its result sent first. */
+        while (busy || (!*cfg->stop && (cfg->max_jobs == 0 || jobs < cfg->max_jobs))) {
+                zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {done, 0, ZMQ_POLLIN, 0}};
                 struct wire_msg m;
                 int64_t now;
-                int ready = wire_wait(sock, WIRE_HEARTBEAT_MS / 2);
 
+                zmq_poll(items, 2, WIRE_HEARTBEAT_MS / 2);
                 now = wire_now_ms();
-                if (ready > 0 && wire_recv(sock, false, ZMQ_DONTWAIT, &m) == 0) {
+                if (busy && (items[1].revents & ZMQ_POLLIN)) {
+                        finish_job(&job, sock, done);
+                        busy = false;
+                        jobs++;
+                        if (!*cfg->stop && (cfg->max_jobs == 0 || jobs < cfg->max_jobs))
+                                send_ready(sock, cfg->stage, "READY", true, 0);
+                        last_sent = now;
+                        continue;
+                }
+                if ((items[0].revents & ZMQ_POLLIN) &&
+                    wire_recv(sock, false, ZMQ_DONTWAIT, &m) == 0) {
                         last_heard = now;
                         backoff = BACKOFF_MIN_MS;
-                        if (!strcmp(m.command, "JOB") && m.has_body) {
-                                run_job(cfg, sock, &m.body.data);
-                                jobs++;
-                                send_ready(sock, cfg->stage, "READY", true);
-                                last_sent = wire_now_ms();
+                        if (strcmp(m.command, "JOB") || !m.has_body) {
+                                wire_msg_release(&m);
+                        } else if (busy) {
+                                nack(sock, cfg, &m);
+                                wire_msg_release(&m);
+                        } else {
+                                busy = start_job(&job, cfg, &m);
                         }
-                        wire_msg_release(&m);
                         continue;
                 }
                 if (now - last_sent >= WIRE_HEARTBEAT_MS) {
-                        send_ready(sock, cfg->stage, "HEARTBEAT", true);
+                        /* A busy worker's heartbeat names its job: the broker extends the lease. */
+                        send_ready(sock, cfg->stage, "HEARTBEAT", !busy, job.job_id);
                         last_sent = now;
                 }
                 if (now - last_heard > (int64_t)WIRE_HEARTBEAT_MS * WIRE_LIVENESS) {
@@ -162,16 +266,26 @@ int worker_run(const struct worker_config *cfg)
                                 zmq_poll(NULL, 0, 100);
                         if (backoff < BACKOFF_MAX_MS)
                                 backoff *= 2;
-                        sock = connect_dealer(ctx, cfg);
+                        sock = connect_dealer(ctx, cfg, busy, job.job_id);
                         if (!sock) {
                                 rc = ST_EIO;
-                                goto out_ctx;
+                                break;
                         }
                         last_heard = last_sent = wire_now_ms();
                 }
         }
-        zmq_close(sock);
+        if (busy) { /* the socket could not be made again: still wait for the thread */
+                pthread_join(job.thread, NULL);
+                msgpack_sbuffer_destroy(&job.result);
+                wire_msg_release(&job.msg);
+        }
+        if (sock)
+                zmq_close(sock);
 out_ctx:
+        if (job.signal)
+                zmq_close(job.signal);
+        if (done)
+                zmq_close(done);
         zmq_ctx_term(ctx);
         return rc;
 }

@@ -25,6 +25,7 @@
 #define IMAGE_TOKENS_ESTIMATE  800 /* per image; gpt-4o bills 255-765 for a tile set */
 #define ANSWER_TOKENS_ESTIMATE 250
 #define STATS_LOG_EVERY        100 /* jobs between two totals lines */
+#define KEY_PREFIX             8   /* bytes of the key that make a server message withheld */
 
 struct vlm {
         struct vlm_config cfg; /* url, model, key, user_agent point to the copies below */
@@ -314,6 +315,20 @@ static int prepare(struct vlm *v, struct job *j, const struct st_doc *card, stru
 
 /* ---- one attempt ---- */
 
+/* Whether msg holds the key or its first KEY_PREFIX bytes (a cut message may end inside it). */
+static bool quotes_key(const struct vlm *v, const char *msg)
+{
+        char prefix[KEY_PREFIX + 1];
+        size_t n;
+
+        if (!v->key)
+                return false;
+        n = strlen(v->key) < KEY_PREFIX ? strlen(v->key) : KEY_PREFIX;
+        memcpy(prefix, v->key, n);
+        prefix[n] = '\0';
+        return strstr(msg, prefix) != NULL;
+}
+
 /* The failure of a non-2xx answer, the server's message quoted unless it may hold the key. */
 static int http_failure(struct vlm *v, struct job *j, const struct vlm_http_request *req)
 {
@@ -324,7 +339,7 @@ static int http_failure(struct vlm *v, struct job *j, const struct vlm_http_requ
                                req->status);
         if (!vlm_error_message(req->body, req->body_len, msg, sizeof(msg)))
                 return st_fail(&j->why, ST_EHTTP, "HTTP %ld", req->status);
-        if (v->key && strstr(msg, v->key))
+        if (quotes_key(v, msg))
                 snprintf(msg, sizeof(msg), "(message withheld: it quoted the key)");
         return st_fail(&j->why, req->status == 429 ? ST_EAGAIN : ST_EHTTP, "HTTP %ld: %s",
                        req->status, msg);

@@ -259,22 +259,14 @@ static void put_image_part(struct out *o, const struct vlm_image *im)
         put(o, "\"}}");
 }
 
-static bool printable_ascii(const char *s)
-{
-        for (; *s; s++)
-                if (*s < 0x20 || *s > 0x7e)
-                        return false;
-        return true;
-}
-
 int vlm_request_body(const struct vlm_request *q, char **body, size_t *len, struct st_error *err)
 {
         struct out o = {NULL, 0, 0, VLM_REQUEST_MAX, 0};
         char number[64];
         size_t i, n;
 
-        if (!q || !body || !len || !q->model || !*q->model || !printable_ascii(q->model) ||
-            !q->card_text || (q->n_images && !q->images))
+        if (!q || !body || !len || !q->model || !*q->model || !q->card_text ||
+            (q->n_images && !q->images))
                 return st_fail(err, ST_EINVAL, "vlm_request_body: missing or bad argument");
         n = q->n_images < VLM_MAX_IMAGES ? q->n_images : VLM_MAX_IMAGES;
         put(&o, "{\"model\":");

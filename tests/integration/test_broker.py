@@ -275,6 +275,64 @@ def test_first_job_and_lease_expiry(ctx, workdir):
         cat.stop()
 
 
+def test_busy_heartbeats_extend_the_lease(ctx, workdir):
+    """A worker still busy past its lease keeps the job while its heartbeats name it."""
+    cat = Catalog(ctx, workdir, "busy")
+    w1 = w2 = None
+    try:
+        cat.start()
+        w1 = Worker(ctx, cat.endpoint, "crawl")
+        w1.ready()
+        job_id, _ = check_job(w1.wait("JOB"), "crawl")
+        w2 = Worker(ctx, cat.endpoint, "crawl")
+        w2.ready()
+        # Three lease periods of work, beating "busy with job_id" as proto/worker.c does.
+        until = time.monotonic() + 3 * LEASE_MS / 1000.0
+        while time.monotonic() < until:
+            w1.send("HEARTBEAT", {"stage": "crawl", "idle": False, "job_id": job_id})
+            w2.beat()
+            assert w2.poll_once("JOB", int(BEAT * 1000)) is None, "the job was taken from a busy worker"
+            w1.poll_once(None, 0)
+        w1.result(job_id, True, {"source": "civitai", "records": [], "next_cursor": None})
+        s = cat.wait_status("result applied", lambda s: jobs(s, "crawl")["pending"] == 0)
+        assert s["sources"]["civitai"]["done"] is True and s["dead"] == 0, s
+
+    finally:
+        for w in (w1, w2):
+            if w:
+                w.close()
+        cat.stop()
+
+
+def test_nack(ctx, workdir):
+    """NACK hands a job back at once and costs no attempt."""
+    cat = Catalog(ctx, workdir, "nack")
+    w3 = w4 = None
+    try:
+        cat.start()
+        w3 = Worker(ctx, cat.endpoint, "crawl")
+        first = None
+        # More NACKs than max-attempts: were they failures (or expired leases), the job
+        # would be buried and the last round would find no job.
+        for _ in range(MAX_ATTEMPTS + 1):
+            w3.ready()
+            job_id, _ = check_job(w3.wait("JOB"), "crawl")
+            first = first or job_id
+            assert job_id == first
+            w3.send("NACK", {"job_id": job_id, "stage": "crawl"})
+        w4 = Worker(ctx, cat.endpoint, "crawl")
+        w4.ready()
+        job_id4, _ = check_job(w4.wait("JOB", also_beat=[w3]), "crawl")
+        assert job_id4 == first
+        s = cat.status()
+        assert s["dead"] == 0 and jobs(s, "crawl")["leased"] == 1, s
+    finally:
+        for w in (w3, w4):
+            if w:
+                w.close()
+        cat.stop()
+
+
 def test_dead_letters(ctx, workdir):
     cat = Catalog(ctx, workdir, "dead")
     w = None
@@ -476,7 +534,7 @@ def main():
         return 1
     workdir = tempfile.mkdtemp(prefix="test_broker.")
     ctx = zmq.Context()
-    tests = [test_first_job_and_lease_expiry, test_dead_letters, test_heartbeats,
+    tests = [test_first_job_and_lease_expiry, test_busy_heartbeats_extend_the_lease, test_nack, test_dead_letters, test_heartbeats,
              test_crawl_result_survives_kill9, test_garbage]
     failed = 0
     try:

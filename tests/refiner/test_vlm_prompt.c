@@ -138,7 +138,8 @@ static void test_body(void)
 {
         static const unsigned char bytes[] = "foob";
         struct vlm_image images[12];
-        struct vlm_request q = {"gpt-4o", false, 0.0, "Title: a\x01\"b\"; Tags: (none)", images, 2};
+        struct vlm_request q = {"gpt-\"4o\"", false, 0.0, "Title: a\x01\"b\"; Tags: (none)",
+                                images,       2};
         const json_t *parts;
         json_t *j;
         size_t i;
@@ -150,7 +151,7 @@ static void test_body(void)
                 images[i].prompt_text = "Prompt: a cat";
         }
         j = body_of(&q);
-        CHECK(str_is(json_string_value(json_object_get(j, "model")), "gpt-4o"));
+        CHECK(str_is(json_string_value(json_object_get(j, "model")), "gpt-\"4o\""));
         CHECK(json_number_value(json_object_get(j, "temperature")) == 0.0);
         CHECK(json_integer_value(json_object_get(j, "max_tokens")) == VLM_MAX_TOKENS);
         CHECK(json_object_get(j, "response_format") == NULL);
@@ -186,13 +187,11 @@ static void test_body(void)
 
 static void test_body_errors(void)
 {
-        struct vlm_request q = {"bad\nmodel", false, 0.0, "Title: a", NULL, 0};
+        struct vlm_request q = {"", false, 0.0, "Title: a", NULL, 0};
         struct st_error err = {0};
         char *body = NULL;
         size_t len;
 
-        CHECK(vlm_request_body(&q, &body, &len, &err) == ST_EINVAL && !body);
-        q.model = "";
         CHECK(vlm_request_body(&q, &body, &len, &err) == ST_EINVAL && !body);
         q.model = "m";
         q.card_text = NULL;
