@@ -22,7 +22,8 @@
 
 #define MAX_WORKERS     1024
 #define MAX_SOURCES     8
-#define MAX_HOLD_LEASES 20 /* a job held this many lease periods is taken back: a hung worker */
+#define MAX_BATCH       256 /* messages handled per group commit */
+#define MAX_HOLD_LEASES 20  /* a job held this many lease periods is taken back: a hung worker */
 
 struct worker_slot {
         unsigned char identity[WIRE_MAX_IDENTITY];
@@ -329,6 +330,12 @@ static void handle(struct broker *b, const struct wire_msg *m)
         }
 }
 
+/* STATUS and SYNC answer from the committed store. */
+static bool reads_store(const struct wire_msg *m)
+{
+        return !strcmp(m->command, "STATUS") || !strcmp(m->command, "SYNC");
+}
+
 /* Hand one job to each idle worker while jobs of its stage are free. */
 static void dispatch(struct broker *b)
 {
@@ -532,13 +539,27 @@ int cmd_catalog(int argc, char **argv)
                 int64_t now;
 
                 wire_wait(b.sock, 100);
-                while (!stop && (rc = wire_recv(b.sock, true, ZMQ_DONTWAIT, &m)) != ST_EAGAIN) {
-                        if (rc == ST_EIO)
+                /* Every result waiting now is applied in one batch: one sync for all. */
+                if (catalog_batch_begin(b.cat, &err))
+                        log_error("%s", err.msg);
+                for (int n = 0; n < MAX_BATCH && !stop; n++) {
+                        rc = wire_recv(b.sock, true, ZMQ_DONTWAIT, &m);
+                        if (rc == ST_EAGAIN || rc == ST_EIO)
                                 break;
-                        if (rc == 0)
+                        if (rc == 0 && reads_store(&m)) {
+                                /* A reader sees everything sent before its request. */
+                                if (catalog_batch_commit(b.cat, &err))
+                                        log_error("%s", err.msg);
                                 handle(&b, &m);
+                                if (catalog_batch_begin(b.cat, &err))
+                                        log_error("%s", err.msg);
+                        } else if (rc == 0) {
+                                handle(&b, &m);
+                        }
                         wire_msg_release(&m);
                 }
+                if (catalog_batch_commit(b.cat, &err))
+                        log_error("%s", err.msg);
                 now = wire_now_ms();
                 expire(&b, now);
                 dispatch(&b);

@@ -62,6 +62,8 @@ static const char *const db_names[DB_COUNT] = {
 struct catalog {
         MDB_env *env;
         size_t map_size; /* current map size; doubled on MDB_MAP_FULL */
+        MDB_txn *batch;  /* open group-commit transaction, or NULL (catalog_batch_begin) */
+        bool batch_full; /* a write in the batch found the map full */
         MDB_dbi dbi[DB_COUNT];
 };
 
@@ -91,6 +93,11 @@ static int finish_write(struct catalog *c, int rc, const char *what, bool *again
                         struct st_error *err)
 {
         *again = false;
+        if (rc == MDB_MAP_FULL && c->batch) {
+                /* The map cannot grow under an open transaction: the batch will. */
+                c->batch_full = true;
+                return st_fail(err, ST_EAGAIN, "%s: map full; it grows when the batch ends", what);
+        }
         if (rc == MDB_MAP_FULL && c->map_size < MAP_SIZE_MAX) {
                 int grc = mdb_env_set_mapsize(c->env, c->map_size * 2);
 
@@ -471,7 +478,7 @@ static int start_source_once(struct catalog *c, const char *source, bool restart
         int rc;
 
         arena_init(&a, 1 << 20);
-        rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+        rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
         if (rc)
                 goto out;
         rc = source_get(c, txn, source, &a, &st);
@@ -596,7 +603,7 @@ static int apply_crawl_once(struct catalog *c, uint64_t job_id, const msgpack_ob
                 return st_fail(err, ST_EPROTO,
                                "crawl result needs source, records and next_cursor (str or nil)");
         }
-        rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+        rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
         if (rc)
                 goto out;
         rc = job_exists(c, txn, STAGE_CRAWL, job_id);
@@ -664,7 +671,7 @@ static int apply_doc_once(struct catalog *c, uint64_t job_id, const msgpack_obje
                 arena_release(&a);
                 return st_fail(err, ST_EPROTO, "refine result: %s", st_error_text(&e, rc));
         }
-        rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+        rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
         if (rc)
                 goto out;
         rc = job_exists(c, txn, STAGE_REFINE, job_id);
@@ -746,7 +753,7 @@ static int apply_vector_once(struct catalog *c, uint64_t job_id, const msgpack_o
         wire_pack_kv_u64(&pk, "dim", dim);
         wire_pack_kv_str(&pk, "content_hash", hash);
         wire_pack_kv_bin(&pk, "vector", vec, vec_len);
-        rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+        rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
         if (rc)
                 goto out;
         rc = job_exists(c, txn, STAGE_EMBED, job_id);
@@ -784,7 +791,7 @@ static int bury_job_once(struct catalog *c, enum catalog_stage s, uint64_t job_i
         be64(key + 1, job_id);
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+        rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
         if (rc)
                 goto out;
         rc = mdb_get(txn, jobs_dbi(c, s), &k, &v);
@@ -1150,4 +1157,60 @@ int catalog_check_readers(struct catalog *c)
 
         mdb_reader_check(c->env, &dead);
         return dead;
+}
+
+static int grow(struct catalog *c)
+{
+        int rc = mdb_env_set_mapsize(c->env, c->map_size * 2);
+
+        if (rc == 0) {
+                c->map_size *= 2;
+                log_info("catalog map grown to %zu MiB", c->map_size >> 20);
+        }
+        return rc;
+}
+
+int catalog_batch_begin(struct catalog *c, struct st_error *err)
+{
+        MDB_envinfo info;
+        MDB_stat st;
+        int rc;
+
+        if (c->batch)
+                return st_fail(err, ST_EINVAL, "a batch is already open");
+        /* Grow ahead of need, while no transaction is open. */
+        mdb_env_info(c->env, &info);
+        mdb_env_stat(c->env, &st);
+        if ((info.me_last_pgno + 1) * (size_t)st.ms_psize > c->map_size / 4 * 3 &&
+            c->map_size < MAP_SIZE_MAX)
+                grow(c);
+        c->batch_full = false;
+        rc = mdb_txn_begin(c->env, NULL, 0, &c->batch);
+        if (rc) {
+                c->batch = NULL;
+                return db_fail(err, rc, "begin batch");
+        }
+        return 0;
+}
+
+int catalog_batch_commit(struct catalog *c, struct st_error *err)
+{
+        MDB_txn *txn = c->batch;
+        int rc;
+
+        if (!txn)
+                return 0;
+        c->batch = NULL;
+        if (c->batch_full) {
+                mdb_txn_abort(txn);
+                rc = MDB_MAP_FULL;
+        } else {
+                rc = mdb_txn_commit(txn);
+        }
+        if (rc == MDB_MAP_FULL) {
+                grow(c);
+                return st_fail(err, ST_EAGAIN,
+                               "map full: this batch is dropped; its jobs run again");
+        }
+        return rc ? db_fail(err, rc, "commit batch") : 0;
 }

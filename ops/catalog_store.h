@@ -63,6 +63,18 @@ typedef int (*catalog_doc_fn)(void *ctx, const void *doc, size_t doc_len, const 
 /* Walk every doc in id order inside one read transaction (a consistent snapshot). */
 int catalog_each_doc(struct catalog *c, catalog_doc_fn fn, void *ctx);
 
+/*
+ * Group commit: between catalog_batch_begin() and catalog_batch_commit(),
+ * every write function runs in a nested transaction of one batch
+ * transaction: each stays all-or-nothing on its own, and the batch reaches
+ * the disk with one sync.  Nothing is durable before the commit returns 0;
+ * a batch that fails (ST_EAGAIN when the map had to grow, ST_EDB) is dropped
+ * whole, and the jobs whose results it held are still queued, so they run
+ * again.  Readers see the batch only after it commits.
+ */
+int catalog_batch_begin(struct catalog *c, struct st_error *err);
+int catalog_batch_commit(struct catalog *c, struct st_error *err);
+
 /* Clear reader slots left by processes that died; returns how many. */
 int catalog_check_readers(struct catalog *c);
 
