@@ -330,6 +330,39 @@ static void handle(struct broker *b, const struct wire_msg *m)
         }
 }
 
+/*
+ * Re-refine sweep (--refine-as ID): docs refined by another model or prompt
+ * version, or that fell back to the card, get refine jobs again, a few at a
+ * time so the queue stays short and the old docs keep serving meanwhile.
+ */
+struct sweep {
+        const char *want; /* refined_by the docs should carry, e.g. "vlm:gpt-4o@p1" */
+        char after[ST_LIMIT_STRING + 1];
+        bool done;
+        size_t queued;
+        int64_t next;
+};
+
+#define SWEEP_BATCH 64 /* refine jobs queued per step, while fewer than that wait */
+
+static void sweep_step(struct broker *b, struct sweep *sw, int64_t now)
+{
+        struct st_error err = {0};
+        size_t n = 0;
+
+        sw->next = now + 1000;
+        if (sw->done || catalog_pending(b->cat, STAGE_REFINE) >= SWEEP_BATCH)
+                return;
+        if (catalog_requeue_stale(b->cat, sw->want, sw->after, sizeof(sw->after), SWEEP_BATCH, &n,
+                                  &sw->done, &err)) {
+                log_error("%s", err.msg);
+                return;
+        }
+        sw->queued += n;
+        if (sw->done)
+                log_info("re-refine sweep to %s done: %zu docs queued", sw->want, sw->queued);
+}
+
 /* STATUS and SYNC answer from the committed store. */
 static bool reads_store(const struct wire_msg *m)
 {
@@ -416,6 +449,9 @@ static void usage(FILE *f)
               "  --curve-allow FILE public keys of the workers and shards that may connect\n"
               "                     (or STYLUS_CURVE_ALLOW)\n"
               "  --map-size BYTES   first LMDB map size (default 1 GiB; it doubles when full)\n"
+              "  --refine-as ID     re-refine, a few at a time, every doc whose refined_by is\n"
+              "                     not ID (e.g. vlm:gpt-4o@p1, what refiners print at start)\n"
+              "                     or whose VLM refine failed\n"
               "\n"
               "examples:\n"
               "  stylus catalog --data /var/lib/stylus/catalog\n"
@@ -437,6 +473,7 @@ int cmd_catalog(int argc, char **argv)
             {"curve-key", required_argument, NULL, 'K'},
             {"curve-allow", required_argument, NULL, 'A'},
             {"map-size", required_argument, NULL, 'z'},
+            {"refine-as", required_argument, NULL, 'R'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
@@ -451,6 +488,7 @@ int cmd_catalog(int argc, char **argv)
         long refresh_s = 0;
         unsigned long long map_size = (unsigned long long)1 << 30;
         int64_t next_reader_check = 0;
+        struct sweep sweep = {0};
         int64_t next_refresh = 0;
         void *ctx = NULL;
         int c, rc = 1;
@@ -491,6 +529,9 @@ int cmd_catalog(int argc, char **argv)
                         break;
                 case 'z':
                         map_size = strtoull(optarg, NULL, 10);
+                        break;
+                case 'R':
+                        sweep.want = optarg;
                         break;
                 case 'h':
                         usage(stdout);
@@ -563,6 +604,8 @@ int cmd_catalog(int argc, char **argv)
                 now = wire_now_ms();
                 expire(&b, now);
                 dispatch(&b);
+                if (sweep.want && now >= sweep.next)
+                        sweep_step(&b, &sweep, now);
                 if (now >= next_reader_check) {
                         int dead = catalog_check_readers(b.cat);
 
@@ -573,6 +616,8 @@ int cmd_catalog(int argc, char **argv)
                 if (refresh_s && now >= next_refresh) {
                         for (size_t i = 0; i < n_sources; i++)
                                 catalog_start_source(b.cat, sources[i], true, &err);
+                        sweep.done = false; /* a new pass: check every doc again */
+                        sweep.after[0] = '\0';
                         next_refresh = now + refresh_s * 1000;
                 }
         }

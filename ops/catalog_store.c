@@ -1214,3 +1214,91 @@ int catalog_batch_commit(struct catalog *c, struct st_error *err)
         }
         return rc ? db_fail(err, rc, "commit batch") : 0;
 }
+
+size_t catalog_pending(struct catalog *c, enum catalog_stage s)
+{
+        MDB_txn *txn;
+        size_t n;
+
+        if (s >= STAGE_COUNT || mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn))
+                return 0;
+        n = db_count(c, txn, DB_JOBS_CRAWL + s);
+        mdb_txn_abort(txn);
+        return n;
+}
+
+/* Whether a stored doc was refined by someone else than want, or failed and fell back. */
+static bool stale_doc(const MDB_val *v, const char *want)
+{
+        msgpack_unpacked u;
+        size_t off = 0, len = 0;
+        const char *by = NULL, *why;
+        size_t why_len;
+        bool stale = false;
+
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, v->mv_data, v->mv_size, &off) == MSGPACK_UNPACK_SUCCESS) {
+                if (wire_get_bytes(&u.data, "refined_by", &by, &len))
+                        by = NULL;
+                stale = !by || len != strlen(want) || memcmp(by, want, len) ||
+                        !wire_get_bytes(&u.data, "refine_error", &why, &why_len);
+        }
+        msgpack_unpacked_destroy(&u);
+        return stale;
+}
+
+static int requeue_once(struct catalog *c, const char *want, char *after, size_t after_size,
+                        size_t max, size_t *queued, bool *done)
+{
+        MDB_txn *txn;
+        MDB_cursor *cur;
+        MDB_val k = {strlen(after), after}, v;
+        size_t scanned = 0;
+        int rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
+
+        *queued = 0;
+        *done = false;
+        if (rc)
+                return rc;
+        rc = mdb_cursor_open(txn, c->dbi[DB_DOCS], &cur);
+        if (!rc)
+                rc = mdb_cursor_get(cur, &k, &v, k.mv_size ? MDB_SET_RANGE : MDB_FIRST);
+        /* SET_RANGE lands on `after` itself when it still exists: it was done. */
+        if (!rc && k.mv_size == strlen(after) && !memcmp(k.mv_data, after, k.mv_size))
+                rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        for (; !rc && *queued < max && scanned < 50 * max;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), scanned++) {
+                char id[ST_LIMIT_STRING + 1];
+
+                if (k.mv_size >= sizeof(id) || k.mv_size >= after_size)
+                        continue;
+                memcpy(id, k.mv_data, k.mv_size);
+                id[k.mv_size] = '\0';
+                memcpy(after, id, k.mv_size + 1);
+                if (!stale_doc(&v, want))
+                        continue;
+                rc = enqueue_id(c, txn, STAGE_REFINE, id);
+                if (!rc)
+                        (*queued)++;
+        }
+        if (rc == MDB_NOTFOUND) {
+                *done = true;
+                rc = 0;
+        }
+        if (!rc)
+                mdb_cursor_close(cur);
+        return finish(txn, rc);
+}
+
+int catalog_requeue_stale(struct catalog *c, const char *want, char *after, size_t after_size,
+                          size_t max, size_t *queued, bool *done, struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        do
+                rc = finish_write(c, requeue_once(c, want, after, after_size, max, queued, done),
+                                  "re-refine sweep", &again, err);
+        while (again);
+        return rc;
+}

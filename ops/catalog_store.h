@@ -75,6 +75,20 @@ int catalog_each_doc(struct catalog *c, catalog_doc_fn fn, void *ctx);
 int catalog_batch_begin(struct catalog *c, struct st_error *err);
 int catalog_batch_commit(struct catalog *c, struct st_error *err);
 
+/* Jobs of stage s waiting in the queue (leased ones included). */
+size_t catalog_pending(struct catalog *c, enum catalog_stage s);
+
+/*
+ * One step of a re-refine sweep: walking docs in id order after `after` (a
+ * NUL-terminated id, "" to start; updated in place), queue a refine job for
+ * each doc whose refined_by is not `want` or that carries a refine_error
+ * (the VLM failed and the card doc stands in), at most max per call.  The
+ * old doc keeps serving until its new one arrives.  *done when the walk
+ * reached the last doc.
+ */
+int catalog_requeue_stale(struct catalog *c, const char *want, char *after, size_t after_size,
+                          size_t max, size_t *queued, bool *done, struct st_error *err);
+
 /* Clear reader slots left by processes that died; returns how many. */
 int catalog_check_readers(struct catalog *c);
 
