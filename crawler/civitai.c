@@ -743,8 +743,11 @@ out_req:
 
 /*
  * Give record r the prompted images of one /api/v1/images response: 1 when
- * it got them, 0 when it keeps its own (logged), ST_ENOMEM when the arena is full.
+ * it got them, 0 when it keeps its own (the answer had none with a prompt),
+ * IMAGES_FAILED when the call or its answer failed (logged), ST_ENOMEM when
+ * the arena is full.
  */
+#define IMAGES_FAILED 2
 static int apply_images(struct arena *a, struct fetch_request *req, struct st_raw_record *r)
 {
         struct parser p = {a, false};
@@ -756,7 +759,7 @@ static int apply_images(struct arena *a, struct fetch_request *req, struct st_ra
 
         if (req->result.error.code) {
                 log_warn("civitai: %s: images call failed: %s", r->id, req->result.error.msg);
-                return 0;
+                return IMAGES_FAILED;
         }
         rc = civitai_parse_images_page(req->result.body, req->result.body_len, a, &images, &n,
                                        CIVITAI_MAX_IMAGES, &perr);
@@ -764,7 +767,7 @@ static int apply_images(struct arena *a, struct fetch_request *req, struct st_ra
                 return rc;
         if (rc) {
                 log_warn("civitai: %s: %s", r->id, perr.msg);
-                return 0;
+                return IMAGES_FAILED;
         }
         if (n == 0)
                 return 0;
@@ -780,6 +783,17 @@ static int apply_images(struct arena *a, struct fetch_request *req, struct st_ra
                 return p.out_of_memory ? ST_ENOMEM : 0;
         }
         return 1;
+}
+
+/* Remove the records whose id was cleared, keeping the order of the rest. */
+static void drop_unnamed(struct civitai_page *out)
+{
+        size_t j = 0;
+
+        for (size_t i = 0; i < out->n_records; i++)
+                if (out->records[i].id)
+                        out->records[j++] = out->records[i];
+        out->n_records = j;
 }
 
 static int fill_images(struct fetcher *f, const struct civitai_source *src, struct arena *a,
@@ -804,20 +818,30 @@ static int fill_images(struct fetcher *f, const struct civitai_source *src, stru
         }
         rc = fetcher_run(f, reqs, n);
         if (rc) {
-                /* The page stands; the records keep their meta-less images. */
-                log_warn("civitai: images calls broke down: %s", st_strerror(rc));
-                rc = 0;
+                /* The whole page runs again later rather than store records without prompts. */
+                rc = st_fail(err, rc, "civitai: images calls broke down: %s", st_strerror(rc));
                 goto out_reqs;
         }
         for (size_t i = 0; i < n; i++) {
-                int applied = apply_images(a, &reqs[i], &out->records[out->need_images_record[i]]);
+                struct st_raw_record *r = &out->records[out->need_images_record[i]];
+                int applied = apply_images(a, &reqs[i], r);
 
                 if (applied < 0) {
                         rc = st_fail(err, applied, "civitai: arena full");
                         goto out_reqs;
                 }
+                if (applied == IMAGES_FAILED) {
+                        /*
+                         * A record without its prompts would differ from the true one
+                         * and replace it; leave it out: the next pass takes it again.
+                         */
+                        r->id = NULL;
+                        out->n_errors++;
+                        continue;
+                }
                 out->n_images_filled += (size_t)applied;
         }
+        drop_unnamed(out);
 out_reqs:
         for (size_t i = 0; i < n; i++)
                 fetch_request_release(&reqs[i]);

@@ -77,7 +77,8 @@ struct civitai_page {
         char *next_cursor;      /* metadata.nextCursor, NULL on the last page */
         size_t n_items;         /* models on the page */
         size_t n_skipped;       /* models not LORA/LoCon/DoRA, or without versions */
-        size_t n_errors;        /* models or versions dropped as malformed (logged) */
+        size_t n_errors;        /* models or versions dropped as malformed, or whose
+                                   images call failed (logged; the next pass retries) */
         size_t n_images_filled; /* records whose images came from /api/v1/images */
 };
 

@@ -150,7 +150,7 @@ static void usage(FILE *f)
             "                      [--civitai-token-file FILE] [--max-per-host N]\n"
             "                      [--rate REQ_PER_S] [--hf-url URL] [--hf-token-file FILE]\n"
             "                      [--hf-rate REQ_PER_S] [--hf-page-limit N]\n"
-            "                      [--contact TEXT] [--max-jobs N]\n"
+            "                      [--allow-private] [--contact TEXT] [--max-jobs N]\n"
             "\n"
             "Run a crawler worker: take crawl jobs from the catalog and return one raw\n"
             "record per adapter version.  Source \"civitai\": pages of /api/v1/models\n"
@@ -169,6 +169,9 @@ static void usage(FILE *f)
             "  --hf-rate R             Hugging Face requests per second per host (default 1.5;\n"
             "                          0 = no limit)\n"
             "  --hf-page-limit N       repos per Hugging Face listing page, 1..1000 (default 25)\n"
+            "  --allow-private         let image and file downloads reach private, loopback and\n"
+            "                          link-local addresses (tests, LAN mirrors); API URLs\n"
+            "                          given here are always allowed\n"
             "  --contact TEXT          contact put in the User-Agent (URL or e-mail)\n"
             "  --max-jobs N            exit after N jobs (default: run until stopped)\n"
             "\n"
@@ -177,7 +180,7 @@ static void usage(FILE *f)
             "ops@example.org\n"
             "  stylus crawler --civitai-url http://127.0.0.1:8000 --hf-url http://127.0.0.1:8000 "
             "\\\n"
-            "                 --rate 0 --hf-rate 0\n",
+            "                 --rate 0 --hf-rate 0 --allow-private\n",
             f);
 }
 
@@ -209,6 +212,7 @@ int cmd_crawler(int argc, char **argv)
             {"hf-token-file", required_argument, NULL, 'T'},
             {"hf-rate", required_argument, NULL, 'R'},
             {"hf-page-limit", required_argument, NULL, 'L'},
+            {"allow-private", no_argument, NULL, 'P'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
@@ -259,6 +263,9 @@ int cmd_crawler(int argc, char **argv)
                         break;
                 case 'L':
                         c.hf.page_limit = (int)strtol(optarg, NULL, 10);
+                        break;
+                case 'P':
+                        cfg.allow_private = true;
                         break;
                 case 'h':
                         usage(stdout);

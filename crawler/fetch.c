@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crawler/address_guard.h"
 #include "proto/log.h"
 
 #define HEADER_VALUE_MAX 8192 /* longer ETag / Link / Last-Modified values are ignored */
@@ -43,8 +44,9 @@ struct job {
         int64_t not_before; /* monotonic ms */
         size_t body_cap;    /* bytes allocated for result.body */
         size_t max_body;
-        bool too_big;    /* the write callback refused the body */
-        char *link_next; /* raw Link rel="next" target of the current response */
+        bool too_big;               /* the write callback refused the body */
+        char *link_next;            /* raw Link rel="next" target of the current response */
+        struct address_guard guard; /* what the current attempt refused to connect to */
         char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -540,6 +542,10 @@ static void set_options(struct fetcher *f, struct job *j)
         curl_easy_setopt(e, CURLOPT_PRIVATE, j);
         if (j->headers)
                 curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->headers);
+        if (j->req->public_only && !f->cfg.allow_private) {
+                curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, address_guard_open_socket);
+                curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, &j->guard);
+        }
         if (token) {
                 /* curl sends it proactively, and only to this origin (no UNRESTRICTED_AUTH). */
                 curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
@@ -563,6 +569,7 @@ static int start_job(struct fetcher *f, struct job *j, struct host *h, int64_t n
                 return ST_ENOMEM;
         j->errbuf[0] = '\0';
         j->too_big = false;
+        memset(&j->guard, 0, sizeof(j->guard));
         set_options(f, j);
         if (curl_multi_add_handle(f->multi, j->easy) != CURLM_OK) {
                 give_easy(f, j->easy);
@@ -674,6 +681,11 @@ static int judge(struct job *j, CURLcode cc, bool *retry)
         int code;
 
         *retry = false;
+        if (cc != CURLE_OK && j->guard.refused)
+                return st_fail(&res->error, ST_EINVAL,
+                               "GET %s: refused to connect to %s, not a public address "
+                               "(allow_private)",
+                               url, j->guard.address);
         if (cc != CURLE_OK) {
                 code = transport_error(cc, j->too_big, retry);
                 if (code == ST_ETOOBIG)

@@ -33,7 +33,11 @@
  *
  * Safety: only http and https, on the first URL and on every redirect;
  * bodies over max_body fail with ST_ETOOBIG whatever Content-Length says;
- * at most max_redirects redirects.  Bearer tokens are kept in memory only,
+ * at most max_redirects redirects.  A request marked public_only (its URL
+ * came from fetched content: an image or file URL) never connects to a
+ * private, loopback or link-local address, on any hop (address_guard.h),
+ * unless the fetcher has allow_private; API URLs the operator configured
+ * are not marked and are exempt.  Bearer tokens are kept in memory only,
  * sent only to their origin (never after a redirect to another host), and
  * never logged or copied into an error message.
  *
@@ -43,6 +47,7 @@
 #ifndef STYLUS_CRAWLER_FETCH_H
 #define STYLUS_CRAWLER_FETCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "proto/errors.h"
@@ -70,6 +75,8 @@ struct fetcher_config {
         unsigned retry_after_max_ms; /* cap on a server's Retry-After (60000) */
         const char *token;           /* optional bearer token, copied; never logged */
         const char *token_origin;    /* URL of the token's origin; required with token */
+        bool allow_private;          /* public_only requests may reach private, loopback and
+                                        link-local addresses (false); for tests and LAN mirrors */
 };
 
 /* Fill c with the defaults shown in parentheses above (no token). */
@@ -98,7 +105,9 @@ struct fetch_result {
  *
  * result.error.code after the run:
  *   0             status 2xx (and content type as expected) or 304
- *   ST_EINVAL     URL unparsable or not http/https
+ *   ST_EINVAL     URL unparsable or not http/https; or, for a public_only
+ *                 request, every address of a hop was private, loopback or
+ *                 link-local (not retried; the message names the address)
  *   ST_ETOOBIG    body over max_body
  *   ST_EPROTO     2xx with another content type; redirect to a disallowed
  *                 protocol; too many redirects
@@ -116,6 +125,7 @@ struct fetch_request {
         const char *if_none_match;     /* sent as If-None-Match, or NULL */
         const char *if_modified_since; /* sent as If-Modified-Since, or NULL */
         const char *token;             /* bearer token for this URL's origin only, or NULL */
+        bool public_only;              /* URL from fetched content: public addresses only */
         struct fetch_result result;
 };
 

@@ -373,6 +373,9 @@ static int start_roles(struct cluster *c, const char *dir, const char *civitai, 
                         a_crawl[n++] = "--hf-rate";
                         a_crawl[n++] = "0";
                 }
+                /* A local stand-in serves its own images and files from loopback. */
+                if (!strncmp(civitai, "http://127.", 11) || !strncmp(hf, "http://127.", 11))
+                        a_crawl[n++] = "--allow-private";
                 a_crawl[n] = NULL;
                 if (spawn(c, "catalog", a_cat, logs[0]) < 0 ||
                     spawn(c, "crawler", a_crawl, logs[1]) < 0 ||

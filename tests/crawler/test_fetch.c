@@ -32,9 +32,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "crawler/address_guard.h"
 #include "proto/log.h"
 
 #define CHECK(cond)                                                                                \
@@ -682,6 +684,126 @@ static void test_bad_config(void)
         CHECK(fetcher_run(NULL, NULL, 0) == 0);
 }
 
+/* The public-address rule on its own: which resolved addresses are refused. */
+static void test_address_guard(void)
+{
+        static const char *const refused[] = {
+            "0.0.0.0",
+            "0.1.2.3",
+            "10.1.2.3",
+            "127.0.0.1",
+            "127.255.0.9",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "::",
+            "::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "febf::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+        };
+        static const char *const allowed[] = {
+            "8.8.8.8",         "1.1.1.1",        "11.0.0.1",   "126.255.255.255", "128.0.0.1",
+            "169.253.1.1",     "172.15.255.255", "172.32.0.1", "192.167.1.1",     "192.169.0.1",
+            "2606:4700::1111", "2001:db8::1",    "fec0::1",    "::ffff:8.8.8.8",  "::2",
+        };
+        struct sockaddr_storage ss;
+        struct sockaddr_un unix_addr = {.sun_family = AF_UNIX};
+
+        for (size_t k = 0; k < 2; k++) {
+                const char *const *list = k ? allowed : refused;
+                size_t n =
+                    k ? sizeof(allowed) / sizeof(*allowed) : sizeof(refused) / sizeof(*refused);
+
+                for (size_t i = 0; i < n; i++) {
+                        memset(&ss, 0, sizeof(ss));
+                        if (inet_pton(AF_INET, list[i], &((struct sockaddr_in *)&ss)->sin_addr) ==
+                            1)
+                                ss.ss_family = AF_INET;
+                        else if (inet_pton(AF_INET6, list[i],
+                                           &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
+                                ss.ss_family = AF_INET6;
+                        CHECK(ss.ss_family != 0);
+                        if (address_guard_is_public((struct sockaddr *)&ss) != (k == 1)) {
+                                fprintf(stderr, "%s: want %s\n", list[i], k ? "public" : "refused");
+                                exit(1);
+                        }
+                }
+        }
+        CHECK(!address_guard_is_public((struct sockaddr *)&unix_addr));
+}
+
+static int requests_seen(void)
+{
+        int n;
+
+        pthread_mutex_lock(&srv.lock);
+        n = srv.requests;
+        pthread_mutex_unlock(&srv.lock);
+        return n;
+}
+
+/*
+ * A public_only request (an image or file URL from a listing) never reaches
+ * the loopback test server, by address or by name, and is not retried; the
+ * same URL as an operator's API request goes through, and allow_private lets
+ * public_only requests through too.
+ */
+static void test_private_addresses(void)
+{
+        struct fetcher *f = make_fetcher(2, 0, 2);
+        struct fetch_request r[3];
+        char by_name[64];
+        int before = requests_seen();
+
+        snprintf(by_name, sizeof(by_name), "http://localhost:%d/json", srv.port);
+        memset(r, 0, sizeof(r));
+        r[0] = (struct fetch_request){.url = url("/json"), .public_only = true};
+        r[1] = (struct fetch_request){.url = by_name, .public_only = true};
+        r[2] = (struct fetch_request){.url = url("/to-other"), .public_only = true};
+        CHECK(fetcher_run(f, r, 3) == 0);
+        for (size_t i = 0; i < 3; i++) {
+                expect_code(&r[i], ST_EINVAL);
+                CHECK(strstr(r[i].result.error.msg, "not a public address"));
+                CHECK(r[i].result.status == 0 && r[i].result.attempts == 1);
+                CHECK(strstr(r[i].result.error.msg, "127.0.0.1") ||
+                      strstr(r[i].result.error.msg, "::1"));
+                fetch_request_release(&r[i]);
+        }
+        CHECK(requests_seen() == before);
+
+        r[0] = (struct fetch_request){.url = url("/json")}; /* the operator's URL: exempt */
+        get(f, &r[0]);
+        expect_code(&r[0], 0);
+        fetch_request_release(&r[0]);
+        fetcher_destroy(&f);
+
+        {
+                struct fetcher_config cfg;
+                struct st_error err = {0, ""};
+
+                fetcher_config_defaults(&cfg);
+                cfg.user_agent = "stylus-catalog-test/0.1 (+https://example.org/contact)";
+                cfg.rate_per_host = 0;
+                cfg.allow_private = true;
+                CHECK(fetcher_new(&cfg, &f, &err) == 0);
+        }
+        r[0] = (struct fetch_request){.url = url("/json"), .public_only = true};
+        r[1] = (struct fetch_request){.url = url("/to-other"), .public_only = true};
+        CHECK(fetcher_run(f, r, 2) == 0);
+        expect_code(&r[0], 0);
+        expect_code(&r[1], 0);
+        CHECK(strcmp(r[1].result.body, "auth:no") == 0);
+        fetch_request_release(&r[0]);
+        fetch_request_release(&r[1]);
+        fetcher_destroy(&f);
+}
+
 int main(void)
 {
         signal(SIGPIPE, SIG_IGN);
@@ -695,6 +817,8 @@ int main(void)
         test_retries();
         test_connection_refused();
         test_token();
+        test_address_guard();
+        test_private_addresses();
         server_stop(&srv);
         printf("test_fetch: ok\n");
         return 0;
