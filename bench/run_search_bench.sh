@@ -12,7 +12,7 @@
 # Scratch data lives in /dev/shm when it has room (else /tmp) and is removed
 # at exit.  --out keeps the raw results (tab-separated).  Needs cmake, gcc,
 # pkg-config, the project's libraries, /usr/bin/python3 with python3-faiss.
-# About 4 minutes with --quick... see docs/search.md for measured times.
+# On the 2-core project machine: about 1.5 minutes with --quick, 5 in full.
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
         shift
 done
 
-need_mb=$(( ${sizes##* } / 1000 * 5 + 2000 )) # vectors, store and slack for the largest set
+need_mb=$(( ${sizes##* } * 5 / 1000 + 2000 )) # vectors, store and slack for the largest set
 shm_mb=$(df -Pm /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 }')
 if [ -n "$shm_mb" ] && [ "$shm_mb" -gt "$need_mb" ]; then
         work=$(mktemp -d /dev/shm/stylus-search-bench.XXXXXX)
@@ -44,7 +44,7 @@ echo "== build ($work)"
 cmake -S . -B "$work/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$work/build" -j2 --target stylus_indexer stylus_proto >/dev/null
 # shellcheck disable=SC2046 # pkg-config output is meant to split
-gcc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -I. \
+gcc -std=c11 -O2 -Wall -Wextra -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I. \
         bench/shard_bench.c "$work/build/libstylus_indexer.a" "$work/build/libstylus_proto.a" \
         $(pkg-config --cflags --libs lmdb openblas jansson libzmq msgpack) -lpthread -lm \
         -o "$work/shard_bench"
@@ -58,8 +58,10 @@ for rows in $sizes; do
                 echo "== $data, $rows rows (load $(cut -d' ' -f1 /proc/loadavg))"
                 "$work/shard_bench" --dir "$dir" --out "$results" --data "$data" --rows "$rows" \
                         --fixtures tests/fixtures --seconds "$seconds"
-                /usr/bin/python3 bench/faiss_bench.py --dir "$dir" --data "$data" \
-                        --out "$results" --seconds "$seconds"
+                # PASSIVE: idle OpenMP threads sleep instead of spinning on the cores
+                # OpenBLAS's threads need; FAISS's best 2-thread figures (docs/search.md).
+                OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/faiss_bench.py --dir "$dir" \
+                        --data "$data" --out "$results" --seconds "$seconds"
                 rm -rf "$dir"
         done
 done

@@ -130,7 +130,7 @@ static inline int32_t load_quad(const int8_t *p)
 
 /* 8 scores from 8 int32 sums. */
 __attribute__((target("avx2"))) static inline void avx2_store(__m256i acc, const float *row_scales,
-                                                             float qscale, float *out)
+                                                              float qscale, float *out)
 {
         __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(row_scales));
 
@@ -139,8 +139,8 @@ __attribute__((target("avx2"))) static inline void avx2_store(__m256i acc, const
 
 /* One group (16 rows, two registers) against queries j .. j + nt - 1 (nt <= 4). */
 __attribute__((target("avx2"), always_inline)) static inline void
-avx2_tile(const int8_t *group, size_t code_dim, const struct scan_queries *q, size_t j,
-          size_t nt, const float *row_scales, float *scores, size_t stride)
+avx2_tile(const int8_t *group, size_t code_dim, const struct scan_queries *q, size_t j, size_t nt,
+          const float *row_scales, float *scores, size_t stride)
 {
         const __m256i ones = _mm256_set1_epi16(1);
         __m256i acc[4][2];
@@ -155,7 +155,8 @@ avx2_tile(const int8_t *group, size_t code_dim, const struct scan_queries *q, si
 
 #pragma GCC unroll 4
                 for (size_t t = 0; t < nt; t++) {
-                        __m256i qs = _mm256_set1_epi32(load_quad(q->codes + (j + t) * code_dim + d));
+                        __m256i qs =
+                            _mm256_set1_epi32(load_quad(q->codes + (j + t) * code_dim + d));
                         __m256i qa = _mm256_abs_epi8(qs);
                         __m256i p0 = _mm256_maddubs_epi16(qa, _mm256_sign_epi8(lo, qs));
                         __m256i p1 = _mm256_maddubs_epi16(qa, _mm256_sign_epi8(hi, qs));
@@ -325,7 +326,7 @@ vnni_score_int8(const int8_t *area, const float *row_scales, size_t code_dim, si
 }
 
 __attribute__((target("avx512f"))) static uint64_t vnni_at_least(const float *scores,
-                                                                  float threshold)
+                                                                 float threshold)
 {
         __m512 t = _mm512_set1_ps(threshold);
         uint64_t mask = 0;

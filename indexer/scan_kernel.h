@@ -41,10 +41,10 @@
 
 /* Queries quantized for the int8 kernels. */
 struct scan_queries {
-        const int8_t *codes;  /* n * code_dim codes, query j at j * code_dim */
-        const float *scales;  /* n scales */
-        const int32_t *sums;  /* n sums of the codes (a kernel may need them) */
-        size_t n;             /* queries */
+        const int8_t *codes; /* n * code_dim codes, query j at j * code_dim */
+        const float *scales; /* n scales */
+        const int32_t *sums; /* n sums of the codes (a kernel may need them) */
+        size_t n;            /* queries */
 };
 
 struct scan_kernel {
@@ -55,8 +55,7 @@ struct scan_kernel {
          * of those rows (layout above), row_scales their scales.
          */
         void (*score_int8)(const int8_t *area, const float *row_scales, size_t code_dim,
-                           size_t rows, const struct scan_queries *q, float *scores,
-                           size_t stride);
+                           size_t rows, const struct scan_queries *q, float *scores, size_t stride);
         /* Bit j (j < 64) set when scores[j] >= threshold (never for NaN). */
         uint64_t (*at_least)(const float *scores, float threshold);
 };

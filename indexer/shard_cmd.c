@@ -33,8 +33,8 @@
 #define SYNC_IDLE_MS    500  /* pause between polls once caught up */
 #define SYNC_TIMEOUT_MS 5000 /* resend a SYNC that got no answer */
 
-#define QUERY_BATCH_MAX   64              /* QUERY messages drained per loop */
-#define QUERY_MAX_BLOCKED 4096            /* blocked ids one QUERY may carry */
+#define QUERY_BATCH_MAX   64                 /* QUERY messages drained per loop */
+#define QUERY_MAX_BLOCKED 4096               /* blocked ids one QUERY may carry */
 #define BATCH_ARENA       ((size_t)96 << 20) /* parsed queries and hits of one batch */
 #define REPLY_ARENA       ((size_t)64 << 20) /* metadata of one reply */
 
@@ -46,9 +46,9 @@ struct shard {
         void *router;             /* ROUTER for queries */
         bool sync_pending;
         int64_t sync_sent, next_sync;
-        uint64_t head_seq; /* catalog head as last heard */
-        uint64_t queries;  /* answered */
-        uint64_t batched;  /* of those, answered in a batch of two or more */
+        uint64_t head_seq;     /* catalog head as last heard */
+        uint64_t queries;      /* answered */
+        uint64_t batched;      /* of those, answered in a batch of two or more */
         struct query *waiting; /* QUERY_BATCH_MAX drained messages */
 };
 
@@ -293,15 +293,14 @@ static bool same_search(const struct query *x, const struct query *y)
 {
         const struct vecstore_filter *f = &x->filter, *g = &y->filter;
 
-        return x->k == y->k && f->base_models == g->base_models &&
-               f->allow_nsfw == g->allow_nsfw && f->n_blocked == g->n_blocked &&
+        return x->k == y->k && f->base_models == g->base_models && f->allow_nsfw == g->allow_nsfw &&
+               f->n_blocked == g->n_blocked &&
                (f->n_blocked == 0 ||
                 memcmp(f->blocked, g->blocked, f->n_blocked * sizeof(*f->blocked)) == 0);
 }
 
 /* Answer the queries from first on that share its search: one batch, or one search. */
-static void answer_group(struct shard *s, struct query *qs, size_t n, size_t first,
-                         struct arena *a)
+static void answer_group(struct shard *s, struct query *qs, size_t n, size_t first, struct arena *a)
 {
         size_t dim = (size_t)s->embedder.dim, k = qs[first].k, m = 0;
         size_t *members = arena_calloc(a, n, sizeof(*members));
@@ -463,10 +462,13 @@ static void serve(struct shard *s, volatile sig_atomic_t *stop)
 int cmd_shard(int argc, char **argv)
 {
         static const struct option opts[] = {
-            {"data", required_argument, NULL, 'd'},    {"bind", required_argument, NULL, 'b'},
-            {"catalog", required_argument, NULL, 'c'}, {"dim", required_argument, NULL, 'm'},
+            {"data", required_argument, NULL, 'd'},
+            {"bind", required_argument, NULL, 'b'},
+            {"catalog", required_argument, NULL, 'c'},
+            {"dim", required_argument, NULL, 'm'},
             {"scan", required_argument, NULL, 's'},
-            {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         static volatile sig_atomic_t stop;
         struct shard s = {0};

@@ -84,8 +84,8 @@
 
 #include "indexer/scan_kernel.h"
 
-#define FORMAT_VERSION    2
-#define FORMAT_NO_INT8    1 /* the format migrated at open */
+#define FORMAT_VERSION 2
+#define FORMAT_NO_INT8 1 /* the format migrated at open */
 
 #define FLAG_NSFW    0x01
 #define FLAG_DELETED 0x02
@@ -94,12 +94,13 @@
 
 #define DIRTY_BYTES_MAX (64u << 20) /* block copies one batch may hold before flushing */
 
-#define BATCH_QUERIES   32  /* queries scored together: one sgemm, one int8 pass */
-#define SPAN_ROWS       1024 /* rows an int8 pass scores before selecting (scores stay in L2) */
-#define RERANK_FACTOR   4   /* int8 mode re-ranks RERANK_FACTOR * k + RERANK_MARGIN rows */
-#define RERANK_MARGIN   64
-#define BLOCK_WORDS     (VECSTORE_BLOCK_ROWS / 64) /* bitmap words per block */
-#define MAX_CANDIDATES  (RERANK_FACTOR * VECSTORE_MAX_K + RERANK_MARGIN)
+#define BATCH_QUERIES  32   /* queries scored together: one sgemm, one int8 pass */
+#define SPAN_ROWS      1024 /* rows an int8 pass scores before selecting (scores stay in L2) */
+#define RERANK_FACTOR  4    /* int8 mode re-ranks RERANK_FACTOR * k + RERANK_MARGIN rows */
+#define RERANK_MARGIN  64
+#define BLOCK_WORDS    (VECSTORE_BLOCK_ROWS / 64) /* bitmap words per block */
+#define MAX_CANDIDATES (RERANK_FACTOR * VECSTORE_MAX_K + RERANK_MARGIN)
+#define RERANK_AHEAD   4 /* candidates whose rows a re-rank prefetches ahead */
 
 /* The bitmaps of a state: word w of map m is bits[w * MAPS + m]. */
 enum { MAP_LIVE, MAP_NSFW, MAP_BASE, MAPS = MAP_BASE + VECSTORE_BASE_COUNT };
@@ -145,37 +146,52 @@ struct topk {
         float threshold;    /* -INFINITY until the first cut */
 };
 
-/* What an int8 scan reads; shared read-only by its threads. */
+/* What an int8 search reads; shared read-only by its threads. */
 struct scan_plan {
         const struct state *state;
         const struct vecstore_filter *filter;
         const struct scan_kernel *kernel;
         const unsigned char *const *blocks; /* "blocks_i8" values by block */
+        const unsigned char *const *floats; /* "blocks" values by block, for re-ranking */
+        int dim;
         size_t code_dim;
         struct scan_queries queries;
-        size_t cap; /* candidates kept per query */
+        const float *vectors; /* the queries in float32, queries.n * dim */
+        size_t cap;           /* candidates kept per query */
+        int shares;           /* threads at work, the caller's included */
+        struct share *all;    /* the shares */
+        struct topk *ranked;  /* queries.n re-ranked results, filled by the shares */
 };
 
-/* One thread's share of an int8 scan: blocks first..end-1. */
+/*
+ * One thread's part of an int8 search: first the scan of blocks
+ * first..end-1 for every query, then (after all scans) the re-rank of
+ * queries index, index + shares, ...
+ */
 struct share {
         const struct scan_plan *plan;
+        void (*work)(struct share *);
+        int index;
         uint32_t first, end;
-        float *scores;                 /* BATCH_QUERIES * SPAN_ROWS */
+        float *scores;                   /* BATCH_QUERIES * SPAN_ROWS */
         struct topk tops[BATCH_QUERIES]; /* candidates of each query */
+        struct slot *merged;             /* 2 * MAX_CANDIDATES */
         pthread_t thread;
         bool started;
 };
 
 /* Buffers of a search, kept between searches and grown on demand. */
 struct scratch {
-        float *scores;        /* threads * BATCH_QUERIES * VECSTORE_BLOCK_ROWS */
-        struct slot *slots;   /* n_slots: 2 * cap per query and thread */
-        size_t n_slots;
-        struct slot *merged;  /* 2 * MAX_CANDIDATES, int8 candidates of one query */
-        struct slot *ranked;  /* 2 * VECSTORE_MAX_K, re-ranked hits of one query */
+        float *scores; /* score_floats: int8 scans use threads * BATCH_QUERIES *
+                                 SPAN_ROWS, exact ones BATCH_QUERIES * VECSTORE_BLOCK_ROWS */
         size_t score_floats;
+        struct slot *slots; /* n_slots: 2 * cap per query and thread */
+        size_t n_slots;
+        struct slot *merged; /* 2 * MAX_CANDIDATES per thread: candidates of one query */
+        size_t merged_threads;
+        struct slot *ranked;          /* 2 * VECSTORE_MAX_K per query of a batch: re-ranked hits */
         const unsigned char **blocks; /* block_cap, "blocks_i8" values in the search's txn */
-        const unsigned char **floats; /* block_cap, "blocks" values fetched for re-ranking */
+        const unsigned char **floats; /* block_cap, "blocks" values in the search's txn */
         size_t block_cap;
         int8_t *codes;        /* BATCH_QUERIES * code_dim */
         float *scales;        /* BATCH_QUERIES */
@@ -310,8 +326,7 @@ static int state_copy(struct state *dst, const struct state *src)
         if (src->rows)
                 memcpy(dst->attrs, src->attrs, src->rows * sizeof(*src->attrs));
         if (src->cap)
-                memcpy(dst->bits, src->bits,
-                       (src->rows + 63) / 64 * MAPS * sizeof(*src->bits));
+                memcpy(dst->bits, src->bits, (src->rows + 63) / 64 * MAPS * sizeof(*src->bits));
         return 0;
 }
 
@@ -960,8 +975,8 @@ static int scan_exact(struct vecstore *vs, MDB_txn *txn, const float *q, size_t 
                 data = (const float *)(const void *)block;
                 rows = scan_rows(&vs->committed, b);
                 if (nq == 1)
-                        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)rows, vs->dim, 1.0f,
-                                    data, vs->dim, q, 1, 0.0f, scores, 1);
+                        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)rows, vs->dim, 1.0f, data,
+                                    vs->dim, q, 1, 0.0f, scores, 1);
                 else
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq,
                                     (blasint)rows, vs->dim, 1.0f, q, vs->dim, data, vs->dim, 0.0f,
@@ -1007,76 +1022,81 @@ static void scan_share(struct share *sh)
 
 static void *share_main(void *arg)
 {
-        scan_share(arg);
+        struct share *sh = arg;
+
+        sh->work(sh);
         return NULL;
 }
 
-/* Split the blocks over the store's threads and scan; the number of shares used. */
-static int run_shares(struct vecstore *vs, const struct scan_plan *plan, uint32_t blocks)
+/* Run work on the first n shares: one helper thread each but the first, which is ours. */
+static void run_shares(const struct scan_plan *plan, void (*work)(struct share *), int n)
 {
-        struct scratch *x = &vs->scratch;
-        int n = (uint32_t)vs->threads < blocks ? vs->threads : (int)blocks;
+        struct share *all = plan->all;
 
-        for (int i = 0; i < n; i++) {
-                struct share *sh = &x->shares[i];
-
-                sh->plan = plan;
-                sh->first = (uint32_t)((uint64_t)blocks * (uint64_t)i / (uint64_t)n);
-                sh->end = (uint32_t)((uint64_t)blocks * (uint64_t)(i + 1) / (uint64_t)n);
-                sh->scores = x->scores + (size_t)i * BATCH_QUERIES * SPAN_ROWS;
-                for (size_t j = 0; j < plan->queries.n; j++)
-                        topk_init(&sh->tops[j],
-                                  x->slots + ((size_t)i * BATCH_QUERIES + j) * 2 * plan->cap,
-                                  plan->cap);
-                sh->started = false;
-        }
-        for (int i = 1; i < n; i++)
-                x->shares[i].started =
-                    pthread_create(&x->shares[i].thread, NULL, share_main, &x->shares[i]) == 0;
-        scan_share(&x->shares[0]);
         for (int i = 1; i < n; i++) {
-                if (x->shares[i].started)
-                        pthread_join(x->shares[i].thread, NULL);
-                else
-                        scan_share(&x->shares[i]); /* no thread: do its share here */
+                all[i].work = work;
+                all[i].started = pthread_create(&all[i].thread, NULL, share_main, &all[i]) == 0;
         }
-        return n;
+        work(&all[0]);
+        for (int i = 1; i < n; i++) {
+                if (all[i].started)
+                        pthread_join(all[i].thread, NULL);
+                else
+                        work(&all[i]); /* no thread: do its part here */
+        }
 }
 
-/* Query j's int8 candidates, merged over the shares, re-ranked in float32 into ranked. */
-static int rerank(struct vecstore *vs, MDB_txn *txn, const struct scan_plan *plan, int shares,
-                  size_t j, const float *q, struct topk *ranked)
+/* The float32 vector of row. */
+static const float *row_vector(const struct scan_plan *p, uint32_t row)
 {
-        struct scratch *x = &vs->scratch;
+        const unsigned char *block = p->floats[row / VECSTORE_BLOCK_ROWS];
+
+        return (const float *)(const void *)block +
+               (size_t)(row % VECSTORE_BLOCK_ROWS) * (size_t)p->dim;
+}
+
+/* Ask the CPU to start loading row's vector (a re-rank reads rows at random). */
+static void prefetch_row(const struct scan_plan *p, uint32_t row)
+{
+        const char *v = (const char *)(const void *)row_vector(p, row);
+
+        for (size_t off = 0; off < (size_t)p->dim * sizeof(float); off += 64)
+                __builtin_prefetch(v + off);
+}
+
+/* Query j's int8 candidates, merged over the shares, re-ranked in float32. */
+static void rerank(const struct scan_plan *p, struct slot *buffer, size_t j)
+{
+        const float *q = p->vectors + j * (size_t)p->dim;
+        struct topk *ranked = &p->ranked[j];
         struct topk merged;
 
-        topk_init(&merged, x->merged, plan->cap);
-        for (int i = 0; i < shares; i++) {
-                const struct topk *t = &x->shares[i].tops[j];
+        topk_init(&merged, buffer, p->cap);
+        for (int i = 0; i < p->shares; i++) {
+                const struct topk *t = &p->all[i].tops[j];
 
                 for (size_t c = 0; c < t->n; c++)
                         topk_add(&merged, t->slots[c]);
         }
         topk_cut(&merged);
         for (size_t c = 0; c < merged.n; c++) {
-                uint32_t row = merged.slots[c].row, b = row / VECSTORE_BLOCK_ROWS;
-                const float *v;
-                struct slot s;
-                int rc;
+                struct slot s = {0.0f, merged.slots[c].row};
 
-                if (!x->floats[b]) {
-                        rc = get_block(vs, txn, vs->blocks, b, vs->block_bytes, &x->floats[b]);
-                        if (rc < 0)
-                                return rc;
-                }
-                v = (const float *)(const void *)x->floats[b] +
-                    (size_t)(row % VECSTORE_BLOCK_ROWS) * (size_t)vs->dim;
-                s.score = cblas_sdot(vs->dim, v, 1, q, 1);
-                s.row = row;
+                if (c + RERANK_AHEAD < merged.n)
+                        prefetch_row(p, merged.slots[c + RERANK_AHEAD].row);
+                s.score = cblas_sdot(p->dim, row_vector(p, s.row), 1, q, 1);
                 topk_add(ranked, s);
         }
         topk_sort(ranked);
-        return 0;
+}
+
+/* The re-rank part of a share: every shares-th query from its index on. */
+static void rerank_share(struct share *sh)
+{
+        const struct scan_plan *p = sh->plan;
+
+        for (size_t j = (size_t)sh->index; j < p->queries.n; j += (size_t)p->shares)
+                rerank(p, sh->merged, j);
 }
 
 /* Fill n hits from sorted slots, ids from "rows". */
@@ -1133,6 +1153,14 @@ static int scratch_reserve(struct vecstore *vs, uint32_t blocks, size_t cap)
                         return st_fail(&vs->err, ST_ENOMEM, "search candidates: out of memory");
                 x->n_slots = slots;
         }
+        if ((size_t)vs->threads > x->merged_threads) {
+                free(x->merged);
+                x->merged_threads = 0;
+                x->merged = malloc((size_t)vs->threads * 2 * MAX_CANDIDATES * sizeof(*x->merged));
+                if (!x->merged)
+                        return st_fail(&vs->err, ST_ENOMEM, "search candidates: out of memory");
+                x->merged_threads = (size_t)vs->threads;
+        }
         if (blocks > x->block_cap) {
                 free(x->blocks);
                 free(x->floats);
@@ -1146,18 +1174,55 @@ static int scratch_reserve(struct vecstore *vs, uint32_t blocks, size_t cap)
         return 0;
 }
 
-/* int8 mode for nq <= BATCH_QUERIES queries: scan, re-rank, name. */
+/* Divide an int8 search among the store's threads: blocks, candidate buffers. */
+static void plan_shares(struct vecstore *vs, struct scan_plan *p, uint32_t blocks)
+{
+        struct scratch *x = &vs->scratch;
+
+        p->shares = (uint32_t)vs->threads < blocks ? vs->threads : (int)blocks;
+        for (int i = 0; i < p->shares; i++) {
+                struct share *sh = &p->all[i];
+
+                sh->plan = p;
+                sh->index = i;
+                sh->first = (uint32_t)((uint64_t)blocks * (uint64_t)i / (uint64_t)p->shares);
+                sh->end = (uint32_t)((uint64_t)blocks * (uint64_t)(i + 1) / (uint64_t)p->shares);
+                sh->scores = x->scores + (size_t)i * BATCH_QUERIES * SPAN_ROWS;
+                sh->merged = x->merged + (size_t)i * 2 * MAX_CANDIDATES;
+                for (size_t j = 0; j < p->queries.n; j++)
+                        topk_init(&sh->tops[j],
+                                  x->slots + ((size_t)i * BATCH_QUERIES + j) * 2 * p->cap, p->cap);
+        }
+}
+
+/* int8 mode for nq <= BATCH_QUERIES queries: scan and re-rank on the threads, then name. */
 static int search_int8(struct vecstore *vs, MDB_txn *txn, const float *q, size_t nq, size_t k,
                        const struct vecstore_filter *f, struct vecstore_hit *hits, size_t *n_hits)
 {
         struct scratch *x = &vs->scratch;
         uint32_t blocks = block_count(vs->committed.rows);
-        struct scan_plan plan = {&vs->committed, f, vs->kernel, x->blocks, vs->code_dim,
-                                 {x->codes, x->scales, x->sums, nq}, candidates(k)};
-        int shares, rc;
+        struct topk ranked[BATCH_QUERIES];
+        struct scan_plan plan = {
+            .state = &vs->committed,
+            .filter = f,
+            .kernel = vs->kernel,
+            .blocks = x->blocks,
+            .floats = x->floats,
+            .dim = vs->dim,
+            .code_dim = vs->code_dim,
+            .queries = {.codes = x->codes, .scales = x->scales, .sums = x->sums, .n = nq},
+            .vectors = q,
+            .cap = candidates(k),
+            .all = x->shares,
+            .ranked = ranked,
+        };
+        int rc;
 
+        /* Helper threads may not call LMDB: look up every block first. */
         for (uint32_t b = 0; b < blocks; b++) {
                 rc = get_block(vs, txn, vs->blocks_i8, b, vs->i8_block_bytes, &x->blocks[b]);
+                if (rc == 0)
+                        rc = get_block(vs, txn, vs->blocks, b, vs->block_bytes, &x->floats[b]);
                 if (rc < 0)
                         return rc;
         }
@@ -1168,26 +1233,22 @@ static int search_int8(struct vecstore *vs, MDB_txn *txn, const float *q, size_t
                 x->sums[j] = 0;
                 for (size_t i = 0; i < vs->code_dim; i++)
                         x->sums[j] += codes[i];
+                topk_init(&ranked[j], x->ranked + j * 2 * VECSTORE_MAX_K, k);
         }
-        shares = run_shares(vs, &plan, blocks);
+        plan_shares(vs, &plan, blocks);
+        run_shares(&plan, scan_share, plan.shares);
+        run_shares(&plan, rerank_share, (size_t)plan.shares < nq ? plan.shares : (int)nq);
         for (size_t j = 0; j < nq; j++) {
-                struct topk ranked;
-
-                topk_init(&ranked, x->ranked, k);
-                rc = rerank(vs, txn, &plan, shares, j, q + j * (size_t)vs->dim, &ranked);
-                if (rc < 0)
+                if ((rc = name_hits(vs, txn, ranked[j].slots, ranked[j].n, hits + j * k)) < 0)
                         return rc;
-                if ((rc = name_hits(vs, txn, ranked.slots, ranked.n, hits + j * k)) < 0)
-                        return rc;
-                n_hits[j] = ranked.n;
+                n_hits[j] = ranked[j].n;
         }
         return 0;
 }
 
 /* Exact mode for nq <= BATCH_QUERIES queries. */
 static int search_exact(struct vecstore *vs, MDB_txn *txn, const float *q, size_t nq, size_t k,
-                        const struct vecstore_filter *f, struct vecstore_hit *hits,
-                        size_t *n_hits)
+                        const struct vecstore_filter *f, struct vecstore_hit *hits, size_t *n_hits)
 {
         struct topk tops[BATCH_QUERIES];
         int rc;
@@ -1243,7 +1304,6 @@ int vecstore_search_batch(struct vecstore *vs, const float *queries, size_t nq, 
         rc = mdb_txn_begin(vs->env, NULL, MDB_RDONLY, &txn);
         if (rc)
                 return db_fail(vs, rc, "begin search");
-        memset(vs->scratch.floats, 0, blocks * sizeof(*vs->scratch.floats));
         for (size_t j = 0; j < nq && rc == 0; j += BATCH_QUERIES) {
                 size_t n = nq - j < BATCH_QUERIES ? nq - j : BATCH_QUERIES;
                 const float *q = queries + j * (size_t)vs->dim;
@@ -1593,15 +1653,12 @@ static void scratch_release(struct scratch *x)
 /* The fixed-size search buffers; the others grow in scratch_reserve(). */
 static int scratch_init(struct scratch *x, size_t code_dim)
 {
-        x->merged = malloc(2 * MAX_CANDIDATES * sizeof(*x->merged));
-        x->ranked = malloc(2 * VECSTORE_MAX_K * sizeof(*x->ranked));
+        x->ranked = malloc(BATCH_QUERIES * 2 * VECSTORE_MAX_K * sizeof(*x->ranked));
         x->codes = malloc(BATCH_QUERIES * code_dim);
         x->scales = malloc(BATCH_QUERIES * sizeof(*x->scales));
         x->sums = malloc(BATCH_QUERIES * sizeof(*x->sums));
         x->shares = calloc(VECSTORE_MAX_THREADS, sizeof(*x->shares));
-        return x->merged && x->ranked && x->codes && x->scales && x->sums && x->shares
-                   ? 0
-                   : ST_ENOMEM;
+        return x->ranked && x->codes && x->scales && x->sums && x->shares ? 0 : ST_ENOMEM;
 }
 
 void vecstore_close(struct vecstore **vsp)
@@ -1647,8 +1704,9 @@ int vecstore_open_sized(const char *dir, int dim, const char *model, size_t map_
         vs->scan = VECSTORE_SCAN_INT8;
         vs->kernel = scan_kernel_best();
         threads = openblas_get_num_threads();
-        vs->threads = threads < 1 ? 1 : threads > VECSTORE_MAX_THREADS ? VECSTORE_MAX_THREADS
-                                                                        : threads;
+        vs->threads = threads < 1                      ? 1
+                      : threads > VECSTORE_MAX_THREADS ? VECSTORE_MAX_THREADS
+                                                       : threads;
         vs->dirty = calloc(vs->max_dirty, sizeof(*vs->dirty));
         if (!vs->dirty || scratch_init(&vs->scratch, vs->code_dim) < 0) {
                 rc = st_fail(&vs->err, ST_ENOMEM, "vector store: out of memory");

@@ -31,7 +31,7 @@
 
 #include "proto/embed.h"
 
-#define CATALOG_NOISE 0.1 /* norm of the noise added to a copy */
+#define CATALOG_NOISE 0.1  /* norm of the noise added to a copy */
 #define CATALOG_TEXT  8192 /* bytes of one card text, at most */
 
 /* Card texts of the fixture models: *texts has *n malloc'd strings. */

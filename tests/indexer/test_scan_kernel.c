@@ -98,7 +98,8 @@ static void test_layout(void)
         }
         CHECK(distinct);
         /* The table of scan_kernel.h: row 17, dim 6 -> group 1, quad 1, lane 1, byte 2. */
-        CHECK(area[1 * CODE_DIM * 16 + 1 * 64 + 1 * 4 + 2] == (int8_t)((17 * CODE_DIM + 6) % 251 - 125));
+        CHECK(area[1 * CODE_DIM * 16 + 1 * 64 + 1 * 4 + 2] ==
+              (int8_t)((17 * CODE_DIM + 6) % 251 - 125));
 }
 
 /* Every kernel against a naive dot product, for one shape. */
@@ -129,7 +130,8 @@ static void check_kernels(int dim, size_t rows, size_t nq)
         for (size_t j = 0; j < nq; j++) {
                 for (int i = 0; i < dim; i++) {
                         uint64_t x = next_random();
-                        int8_t c = (int8_t)(x % 4 == 0 ? (x & 4 ? 127 : -127) : (int)(x % 255) - 127);
+                        int8_t c =
+                            (int8_t)(x % 4 == 0 ? (x & 4 ? 127 : -127) : (int)(x % 255) - 127);
 
                         qcodes[j * code_dim + (size_t)i] = c;
                         sums[j] += c;
@@ -209,7 +211,7 @@ static void test_at_least(void)
                 for (int j = 0; j < 64; j++)
                         want |= (uint64_t)(s[j] >= 1.0f) << j;
                 CHECK(k->at_least(s, 1.0f) == want);
-                CHECK((k->at_least(s, 1.0f) >> 63) == 1); /* equal counts */
+                CHECK((k->at_least(s, 1.0f) >> 63) == 1);           /* equal counts */
                 CHECK(((k->at_least(s, -INFINITY) >> 5) & 1) == 0); /* NaN never */
                 CHECK(k->at_least(s, -INFINITY) == ~((uint64_t)1 << 5));
                 CHECK(k->at_least(s, INFINITY) == 0);

@@ -205,8 +205,8 @@ static double naive_score(const struct mirror *m, const float *q, size_t row)
  * TOLERANCE.
  */
 static void compare_hits(const struct mirror *m, const float *q, size_t k,
-                         const struct vecstore_filter *f, const struct vecstore_hit *hits,
-                         size_t n, struct scored *all)
+                         const struct vecstore_filter *f, const struct vecstore_hit *hits, size_t n,
+                         struct scored *all)
 {
         size_t want = naive_search(m, q, k, f, all);
         int ok = 1;
@@ -310,9 +310,9 @@ static void test_search_matches_naive(const char *root, int dim, enum vecstore_s
         /* Sorted; 4096 is also deleted, 10000 is past the last row. */
         static const uint32_t blocked_rows[] = {1, 63, 64, 4096, 4097, 8191, 9998, 10000};
         struct vecstore_filter sdxl_safe = {.base_models = 1u << VECSTORE_BASE_SDXL};
-        struct vecstore_filter pony_or_other = {
-            .base_models = (1u << VECSTORE_BASE_PONY) | (1u << VECSTORE_BASE_OTHER),
-            .allow_nsfw = true};
+        struct vecstore_filter pony_or_other = {.base_models = (1u << VECSTORE_BASE_PONY) |
+                                                               (1u << VECSTORE_BASE_OTHER),
+                                                .allow_nsfw = true};
         struct vecstore_filter safe = {.allow_nsfw = false};
         struct vecstore_filter blocked = {.allow_nsfw = true};
         struct vecstore_filter blocked_safe_sd15 = {.base_models = 1u << VECSTORE_BASE_SD15};
