@@ -27,6 +27,7 @@
 #include "proto/doc.h"
 #include "proto/embed.h"
 #include "proto/log.h"
+#include "proto/security.h"
 #include "proto/wire.h"
 
 #define SYNC_BATCH      1000
@@ -386,7 +387,8 @@ static void usage(FILE *f)
 {
         fputs(
             "usage: stylus shard I/N --data DIR [--bind ENDPOINT] [--catalog ENDPOINT] [--dim N]\n"
-            "                        [--scan int8|exact]\n"
+            "                        [--scan int8|exact] [--curve-key F --curve-allow F\n"
+            "                        --curve-server-key F]\n"
             "\n"
             "Run shard server I of N: follow the catalog's changelog for the docs this\n"
             "shard owns (hash(id) mod N == I), store their vectors in DIR, and answer\n"
@@ -399,6 +401,11 @@ static void usage(FILE *f)
             "  --scan MODE        int8: int8 scan, best 4k+64 re-ranked exactly (default);\n"
             "                     exact: float32 inner product with every row\n"
             "                     (threads: OPENBLAS_NUM_THREADS, default all cores)\n"
+            "  --curve-key F      CURVE keypair (or STYLUS_CURVE_KEY): the server key of the\n"
+            "                     query socket and the client key towards the catalog\n"
+            "  --curve-allow F    query nodes that may connect (or STYLUS_CURVE_ALLOW)\n"
+            "  --curve-server-key F  the catalog's public key (or STYLUS_CURVE_SERVER_KEY)\n"
+            "                     Endpoints beyond loopback need these keys.\n"
             "\n"
             "examples:\n"
             "  stylus shard 0/1 --data ./shard0\n"
@@ -467,6 +474,9 @@ int cmd_shard(int argc, char **argv)
             {"catalog", required_argument, NULL, 'c'},
             {"dim", required_argument, NULL, 'm'},
             {"scan", required_argument, NULL, 's'},
+            {"curve-key", required_argument, NULL, 'K'},
+            {"curve-allow", required_argument, NULL, 'A'},
+            {"curve-server-key", required_argument, NULL, 'S'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
@@ -475,6 +485,8 @@ int cmd_shard(int argc, char **argv)
         struct st_error err = {0};
         const char *data = NULL, *bind = "tcp://127.0.0.1:5600";
         const char *catalog = "tcp://127.0.0.1:5555", *scan = "int8";
+        const char *curve_key = NULL, *curve_allow = NULL, *curve_server = NULL;
+        struct security sec = {0};
         long dim = EMBED_DEFAULT_DIM;
         void *ctx;
         int c, rc = 1;
@@ -495,6 +507,15 @@ int cmd_shard(int argc, char **argv)
                         break;
                 case 's':
                         scan = optarg;
+                        break;
+                case 'K':
+                        curve_key = optarg;
+                        break;
+                case 'A':
+                        curve_allow = optarg;
+                        break;
+                case 'S':
+                        curve_server = optarg;
                         break;
                 case 'h':
                         usage(stdout);
@@ -517,14 +538,23 @@ int cmd_shard(int argc, char **argv)
                 log_error("out of memory");
                 return 1;
         }
+        if (security_load(&sec, curve_key, curve_server, curve_allow, &err)) {
+                log_error("%s", err.msg);
+                goto out_waiting;
+        }
         if (vecstore_open(data, s.embedder.dim, s.embedder.model, &s.vs, &err)) {
                 log_error("%s", st_error_text(&err, err.code));
-                goto out_waiting;
+                goto out_security;
         }
         vecstore_set_scan(s.vs, strcmp(scan, "exact") ? VECSTORE_SCAN_INT8 : VECSTORE_SCAN_EXACT);
         ctx = zmq_ctx_new();
         s.router = wire_socket(ctx, ZMQ_ROUTER);
         s.catalog = wire_socket(ctx, ZMQ_DEALER);
+        if (security_server(&sec, ctx, s.router, bind, &err) ||
+            security_client(&sec, s.catalog, catalog, &err)) {
+                log_error("%s", err.msg);
+                goto out;
+        }
         if (zmq_bind(s.router, bind) || zmq_connect(s.catalog, catalog)) {
                 log_error("cannot bind %s or connect %s: %s", bind, catalog,
                           zmq_strerror(zmq_errno()));
@@ -538,8 +568,11 @@ int cmd_shard(int argc, char **argv)
 out:
         zmq_close(s.router);
         zmq_close(s.catalog);
+        security_release(&sec); /* its ZAP socket must close before the context ends */
         zmq_ctx_term(ctx);
         vecstore_close(&s.vs);
+out_security:
+        security_release(&sec);
 out_waiting:
         free(s.waiting);
         return rc;

@@ -46,11 +46,13 @@
  *
  * Query node <-> shard
  *   QUERY      query    req_id (uint), model (str),          top-k by inner product; base_model
- *                       vector (bin f32 LE), k (uint),       (str, optional) and allow_nsfw filter
- *                       base_model, allow_nsfw (bool)
+ *                       vector (bin f32 LE), k (uint),       (str, optional), allow_nsfw and
+ *                       base_model, allow_nsfw (bool),       blocked ids filter the rows
+ *                       blocked ([str], optional)
  *   HITS       shard    req_id, ok (bool), error (str),      hits best first; doc is the stored
  *                       hits [{id, score (float), doc (bin)}] msgpack st_doc
- *   STATUS     shard    count, applied_seq, model            (reply of a shard to STATUS)
+ *   STATUS     shard    count, applied_seq, head_seq,        (reply of a shard to STATUS); batched:
+ *                       queries, batched, model, shard [I,N] queries answered in sgemm batches
  *
  * Limits: a frame is at most WIRE_MAX_FRAME bytes (ZMQ_MAXMSGSIZE); larger
  * messages make ZeroMQ drop the peer's connection.  Malformed messages are

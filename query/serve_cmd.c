@@ -278,7 +278,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **state,
 static void usage(FILE *f)
 {
         fputs("usage: stylus serve --shard ENDPOINT[,REPLICA...]... [--listen ADDR:PORT]\n"
-              "                    [--dim N] [--deadline-ms MS]\n"
+              "                    [--dim N] [--deadline-ms MS] [--curve-key F --curve-server-key F]\n"
               "\n"
               "Run a query node: HTTP POST /v1/compose embeds the prompt, asks one replica\n"
               "of every shard for its top-K, and composes an adapter set with weights and\n"
@@ -322,9 +322,14 @@ static int parse_listen(const char *s, struct sockaddr_in *sa)
 int cmd_serve(int argc, char **argv)
 {
         static const struct option opts[] = {
-            {"shard", required_argument, NULL, 's'}, {"listen", required_argument, NULL, 'l'},
-            {"dim", required_argument, NULL, 'd'},   {"deadline-ms", required_argument, NULL, 't'},
-            {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+            {"shard", required_argument, NULL, 's'},
+            {"listen", required_argument, NULL, 'l'},
+            {"dim", required_argument, NULL, 'd'},
+            {"deadline-ms", required_argument, NULL, 't'},
+            {"curve-key", required_argument, NULL, 'K'},
+            {"curve-server-key", required_argument, NULL, 'S'},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         static volatile sig_atomic_t stop;
         struct server srv = {0};

@@ -163,8 +163,37 @@ def main():
                 break
             time.sleep(0.5)
         assert s and s["records"] == s["docs"] == s["vectors"] == 255, s
-        print("two hosts over CURVE: %d records, %d docs, %d vectors; stranger refused" %
-              (s["records"], s["docs"], s["vectors"]))
+
+        # 4. A shard on host B (server keypair shared with the catalog) follows the changelog;
+        #    a query node on host A asks it over CURVE.
+        shard_ep = "tcp://%s:5600" % ADDR_B
+        procs.start(NS_B, "shard", [BIN, "shard", "0/1", "--data", key("shard0"), "--bind", shard_ep,
+                                    "--catalog", ep, "--curve-key", key("server.key"),
+                                    "--curve-allow", key("allow"), "--curve-server-key", key("server.pub")])
+        procs.start(NS_A, "serve", [BIN, "serve", "--shard", shard_ep, "--listen", "127.0.0.1:18080",
+                                    "--curve-key", key("worker.key"), "--curve-server-key", key("server.pub")])
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            sh = status(shard_ep, good)
+            if sh and sh["count"] == 255:
+                break
+            time.sleep(0.5)
+        assert sh and sh["count"] == 255, sh
+        ask = ("import json,urllib.request;r=urllib.request.urlopen(urllib.request.Request("
+               "'http://127.0.0.1:18080/v1/compose',data=json.dumps({'prompt':'a corgi dog in watercolor style',"
+               "'base_model':'sd15'}).encode()),timeout=30);print(json.dumps(json.load(r)))")
+        for _ in range(40):  # the query node may still be starting
+            r = subprocess.run(["ip", "netns", "exec", NS_A, "/usr/bin/python3", "-c", ask],
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode == 0 or "Connection refused" not in r.stderr:
+                break
+            time.sleep(0.25)
+        assert r.returncode == 0, r.stderr
+        answer = json.loads(r.stdout)
+        assert answer["coverage"] == 1.0 and answer["adapters"], answer
+        print("two hosts over CURVE: %d records, %d docs, %d vectors, shard %d docs, compose answered "
+              "with %d adapters; stranger refused" % (s["records"], s["docs"], s["vectors"], sh["count"],
+                                                     len(answer["adapters"])))
     except Exception:
         for name, _ in procs.procs:
             print("---- %s ----\n%s" % (name, procs.log(name)[-2000:]))
