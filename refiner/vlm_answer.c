@@ -28,9 +28,9 @@ static void quote(char *dst, size_t size, const char *s, size_t n)
                 keep = size - 4;
         for (i = 0; i < keep; i++)
                 dst[i] = u[i] >= 0x20 && u[i] < 0x7f ? s[i] : '?';
+        if (keep < n) /* room was kept for the mark: keep <= size - 4 */
+                memcpy(dst + i, "...", 3), i += 3;
         dst[i] = '\0';
-        if (keep < n)
-                strcat(dst, "...");
 }
 
 /*

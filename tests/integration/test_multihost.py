@@ -13,6 +13,7 @@ test says so and exits 77, which ctest reports as skipped.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +99,9 @@ def status(ep, keys):
 
 
 def main():
+    if not shutil.which("ip"):
+        print("SKIP: the ip command (iproute2) is missing; multi-host test not run")
+        return SKIP
     if os.geteuid() != 0:
         print("SKIP: creating network namespaces needs root (CAP_NET_ADMIN); multi-host test not run")
         return SKIP
