@@ -184,6 +184,39 @@ out:
         arena_release(&a);
 }
 
+/* REQUEUE {stage?}: dead letters of that stage (all when absent) go back in their queues. */
+static void on_requeue(struct broker *b, const struct wire_msg *m)
+{
+        struct st_error err = {0};
+        struct arena a;
+        char *stage = NULL;
+        int s = -1;
+        size_t n = 0;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+
+        arena_init(&a, 4096);
+        if (m->has_body && !wire_get_str(&m->body.data, "stage", &a, &stage))
+                s = (int)catalog_stage_from_name(stage);
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        if (s == STAGE_COUNT) {
+                msgpack_pack_map(&pk, 1);
+                wire_pack_kv_str(&pk, "error", "unknown stage");
+        } else if (catalog_requeue_dead(b->cat, s, &n, &err)) {
+                log_error("%s", err.msg);
+                msgpack_pack_map(&pk, 1);
+                wire_pack_kv_str(&pk, "error", err.msg);
+        } else {
+                log_info("%zu dead letters queued again", n);
+                msgpack_pack_map(&pk, 1);
+                wire_pack_kv_u64(&pk, "requeued", n);
+        }
+        wire_send(b->sock, m->identity, m->identity_len, "REQUEUED", sb.data, sb.size);
+        msgpack_sbuffer_destroy(&sb);
+        arena_release(&a);
+}
+
 /* A worker hands back a job it cannot take now: free the lease, count no failure. */
 static void on_nack(struct broker *b, const struct wire_msg *m)
 {
@@ -321,6 +354,8 @@ static void handle(struct broker *b, const struct wire_msg *m)
                 on_sync(b, m);
         else if (!strcmp(m->command, "NACK"))
                 on_nack(b, m);
+        else if (!strcmp(m->command, "REQUEUE"))
+                on_requeue(b, m);
         else
                 log_warn("unknown command '%s' dropped", m->command);
         if (!strcmp(m->command, "RESULT")) {

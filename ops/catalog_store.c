@@ -38,6 +38,7 @@
 #define FORMAT_VERSION 1
 #define MAP_SIZE       ((size_t)1 << 30) /* first map size; it doubles when full */
 #define MAP_SIZE_MAX   ((size_t)1 << 40)
+#define DEAD_SHOWN     20 /* dead letters listed in STATUS */
 #define DECODE_LIMIT   (64u << 20)
 
 enum {
@@ -935,6 +936,55 @@ static void pack_sources(struct catalog *c, MDB_txn *txn, msgpack_packer *pk)
         arena_release(&a);
 }
 
+/* Dead letters are keyed stage (1 byte) + job id (8 bytes BE). */
+static bool dead_key(const MDB_val *k, enum catalog_stage *s, uint64_t *job_id)
+{
+        const unsigned char *b = k->mv_data;
+
+        if (k->mv_size != 9 || b[0] >= STAGE_COUNT)
+                return false;
+        *s = (enum catalog_stage)b[0];
+        *job_id = from_be64(b + 1);
+        return true;
+}
+
+/* The first DEAD_SHOWN dead letters: [{stage, job_id, error}]. */
+static void pack_dead(struct catalog *c, MDB_txn *txn, msgpack_packer *pk)
+{
+        MDB_cursor *cur;
+        MDB_val k, v;
+        size_t n = db_count(c, txn, DB_DEAD), i = 0;
+
+        if (n > DEAD_SHOWN)
+                n = DEAD_SHOWN;
+        msgpack_pack_array(pk, n);
+        if (n == 0 || mdb_cursor_open(txn, c->dbi[DB_DEAD], &cur))
+                return;
+        for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && i < n;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), i++) {
+                msgpack_unpacked u;
+                size_t off = 0;
+                const char *why = "";
+                size_t why_len = 0;
+                enum catalog_stage s = STAGE_CRAWL;
+                uint64_t job_id = 0;
+
+                dead_key(&k, &s, &job_id);
+                msgpack_unpacked_init(&u);
+                if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, &off) != MSGPACK_UNPACK_SUCCESS ||
+                    wire_get_bytes(&u.data, "error", &why, &why_len))
+                        why_len = 0;
+                msgpack_pack_map(pk, 3);
+                wire_pack_kv_str(pk, "stage", catalog_stage_name(s));
+                wire_pack_kv_u64(pk, "job_id", job_id);
+                wire_pack_key(pk, "error");
+                msgpack_pack_str(pk, why_len);
+                msgpack_pack_str_body(pk, why, why_len);
+                msgpack_unpacked_destroy(&u);
+        }
+        mdb_cursor_close(cur);
+}
+
 int catalog_pack_status(struct catalog *c, const size_t leased[STAGE_COUNT], size_t workers,
                         msgpack_packer *pk)
 {
@@ -945,7 +995,7 @@ int catalog_pack_status(struct catalog *c, const size_t leased[STAGE_COUNT], siz
         if (rc)
                 return ST_EDB;
         meta_get_u64(c, txn, "head_seq", &head);
-        msgpack_pack_map(pk, 8);
+        msgpack_pack_map(pk, 9);
         wire_pack_kv_u64(pk, "records", db_count(c, txn, DB_RECORDS));
         wire_pack_kv_u64(pk, "docs", db_count(c, txn, DB_DOCS));
         wire_pack_kv_u64(pk, "vectors", db_count(c, txn, DB_VECTORS));
@@ -954,6 +1004,8 @@ int catalog_pack_status(struct catalog *c, const size_t leased[STAGE_COUNT], siz
         wire_pack_kv_u64(pk, "workers", workers);
         wire_pack_key(pk, "sources");
         pack_sources(c, txn, pk);
+        wire_pack_key(pk, "dead_letters");
+        pack_dead(c, txn, pk);
         wire_pack_key(pk, "jobs");
         msgpack_pack_map(pk, STAGE_COUNT);
         for (int s = 0; s < STAGE_COUNT; s++) {
@@ -964,6 +1016,73 @@ int catalog_pack_status(struct catalog *c, const size_t leased[STAGE_COUNT], siz
         }
         mdb_txn_abort(txn);
         return 0;
+}
+
+static int requeue_dead_once(struct catalog *c, int stage, size_t *n)
+{
+        MDB_txn *txn;
+        MDB_cursor *cur;
+        MDB_val k, v;
+        int rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
+
+        *n = 0;
+        if (rc)
+                return rc;
+        rc = mdb_cursor_open(txn, c->dbi[DB_DEAD], &cur);
+        for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                enum catalog_stage s;
+                uint64_t job_id;
+                unsigned char key[8];
+                MDB_val jk = {8, key}, jv;
+                msgpack_unpacked u;
+                size_t off = 0;
+                const msgpack_object *job;
+
+                if (!dead_key(&k, &s, &job_id) || (stage >= 0 && (int)s != stage))
+                        continue;
+                msgpack_unpacked_init(&u);
+                if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, &off) != MSGPACK_UNPACK_SUCCESS ||
+                    !(job = wire_get(&u.data, "job"))) {
+                        msgpack_unpacked_destroy(&u);
+                        continue;
+                }
+                /* The job goes back under its own id, its payload unchanged. */
+                {
+                        msgpack_sbuffer sb;
+                        msgpack_packer jp;
+
+                        msgpack_sbuffer_init(&sb);
+                        msgpack_packer_init(&jp, &sb, msgpack_sbuffer_write);
+                        msgpack_pack_object(&jp, *job);
+                        be64(key, job_id);
+                        jv.mv_size = sb.size;
+                        jv.mv_data = sb.data;
+                        rc = mdb_put(txn, jobs_dbi(c, s), &jk, &jv, 0);
+                        msgpack_sbuffer_destroy(&sb);
+                }
+                msgpack_unpacked_destroy(&u);
+                if (!rc)
+                        rc = mdb_cursor_del(cur, 0);
+                if (rc)
+                        break;
+                (*n)++;
+        }
+        if (rc == MDB_NOTFOUND)
+                rc = 0;
+        return finish(txn, rc);
+}
+
+int catalog_requeue_dead(struct catalog *c, int stage, size_t *n, struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        do
+                rc = finish_write(c, requeue_dead_once(c, stage, n), "requeue dead letters", &again,
+                                  err);
+        while (again);
+        return rc;
 }
 
 /* Pack one changelog entry {seq, op, id[, doc, vector]}. */

@@ -75,6 +75,12 @@ int catalog_each_doc(struct catalog *c, catalog_doc_fn fn, void *ctx);
 int catalog_batch_begin(struct catalog *c, struct st_error *err);
 int catalog_batch_commit(struct catalog *c, struct st_error *err);
 
+/*
+ * Put the dead letters of stage (or of every stage when stage < 0) back in
+ * their queues under their own job ids; *n says how many.
+ */
+int catalog_requeue_dead(struct catalog *c, int stage, size_t *n, struct st_error *err);
+
 /* Jobs of stage s waiting in the queue (leased ones included). */
 size_t catalog_pending(struct catalog *c, enum catalog_stage s);
 

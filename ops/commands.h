@@ -19,5 +19,6 @@ int cmd_status(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_catalog_backup(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_requeue(int argc, char **argv);
 
 #endif

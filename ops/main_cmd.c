@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"status", cmd_status, "print the catalog's counters and queues"},
     {"keygen", cmd_keygen, "make a CURVE keypair for a cluster process"},
     {"export", cmd_export, "export the StylusDocs as a dataset (JSONL + .npy + card)"},
+    {"requeue", cmd_requeue, "put a catalog's dead letters back in their queues"},
 };
 
 static void usage(FILE *f)

@@ -82,3 +82,77 @@ int cmd_status(int argc, char **argv)
         zmq_ctx_term(ctx);
         return 0;
 }
+
+static void requeue_usage(FILE *f)
+{
+        fputs("usage: stylus requeue [--connect ENDPOINT] [--stage crawl|refine|embed]\n"
+              "\n"
+              "Put a catalog's dead letters (jobs that failed --max-attempts times; `stylus\n"
+              "status` lists them) back in their queues, all or one stage's.\n"
+              "\n"
+              "examples:\n"
+              "  stylus requeue\n"
+              "  stylus requeue --connect tcp://10.0.0.5:5555 --stage refine\n",
+              f);
+}
+
+int cmd_requeue(int argc, char **argv)
+{
+        static const struct option opts[] = {
+            {"connect", required_argument, NULL, 'c'},
+            {"stage", required_argument, NULL, 's'},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
+        };
+        const char *endpoint = "tcp://127.0.0.1:5555", *stage = NULL;
+        struct security sec;
+        struct st_error err = {0};
+        struct wire_msg m;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        void *ctx;
+        char *json;
+        int c, rc;
+
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+                switch (c) {
+                case 'c':
+                        endpoint = optarg;
+                        break;
+                case 's':
+                        stage = optarg;
+                        break;
+                case 'h':
+                        requeue_usage(stdout);
+                        return 0;
+                default:
+                        requeue_usage(stderr);
+                        return 2;
+                }
+        }
+        if (security_load(&sec, NULL, NULL, NULL, &err)) {
+                fprintf(stderr, "stylus requeue: %s\n", err.msg);
+                return 1;
+        }
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, stage ? 1 : 0);
+        if (stage)
+                wire_pack_kv_str(&pk, "stage", stage);
+        ctx = zmq_ctx_new();
+        rc = wire_request(ctx, &sec, endpoint, "REQUEUE", sb.data, sb.size, 5000, &m);
+        msgpack_sbuffer_destroy(&sb);
+        security_release(&sec);
+        if (rc) {
+                fprintf(stderr, "stylus requeue: %s: %s\n", endpoint, st_strerror(rc));
+                zmq_ctx_term(ctx);
+                return 1;
+        }
+        json = m.has_body ? wire_to_json(&m.body.data, 0) : NULL;
+        printf("%s\n", json ? json : "{}");
+        rc = m.has_body && wire_get(&m.body.data, "error") ? 1 : 0;
+        free(json);
+        wire_msg_release(&m);
+        zmq_ctx_term(ctx);
+        return rc;
+}

@@ -36,8 +36,11 @@
  * Anyone <-> catalog
  *   STATUS     client   (none)                               ask for counters
  *   STATUS     catalog  records, docs, vectors, dead,        counters (uint) and jobs per stage:
- *                       head_seq, workers, sources {name:    jobs {stage: {pending, leased}}
- *                       {cursor, done, pages, passes}}, jobs
+ *                       head_seq, workers, sources {name:    jobs {stage: {pending, leased}};
+ *                       {cursor, done, pages, passes}}, jobs, dead_letters: the first 20
+ *                       dead_letters [{stage, job_id, error}]
+ *   REQUEUE    client   stage (str, optional)                dead letters back in their queues
+ *   REQUEUED   catalog  requeued (uint) or error (str)       how many went back
  *   SYNC       shard    from_seq (uint), max (uint),         changelog entries after from_seq that
  *                       shard (uint), shards (uint)          belong to shard (hash(id) mod shards)
  *   CHANGES    catalog  entries [{seq, op ("put"|"del"), id,  at most max scanned; doc (bin msgpack

@@ -350,6 +350,19 @@ def test_dead_letters(ctx, workdir):
         s = cat.wait_status("job buried", lambda s: s["dead"] == 1)
         assert jobs(s, "crawl") == {"pending": 0, "leased": 0}, s
         assert s["records"] == 0, s
+        letters = s["dead_letters"]
+        assert len(letters) == 1 and letters[0]["stage"] == "crawl" and letters[0]["job_id"] == first, s
+        assert "upstream said 500" in letters[0]["error"], letters
+
+        # `stylus requeue` puts it back under its own id; a worker gets it again.
+        out = subprocess.run([BIN, "requeue", "--connect", cat.endpoint, "--stage", "crawl"],
+                             capture_output=True, text=True, timeout=20)
+        assert out.returncode == 0 and '"requeued": 1' in out.stdout, (out.returncode, out.stdout, out.stderr)
+        s = cat.wait_status("job back", lambda s: s["dead"] == 0)
+        # (pending counts the queued job whether or not it is leased yet)
+        assert jobs(s, "crawl")["pending"] == 1 and s["dead_letters"] == [], s
+        job_id, _ = check_job(w.wait("JOB"), "crawl")  # w is still waiting for work
+        assert job_id == first, (job_id, first)
     finally:
         if w:
             w.close()
