@@ -62,6 +62,8 @@ struct broker {
         int max_attempts;
         int64_t last_heartbeat;
         uint64_t results;
+        int64_t store_pause_until; /* no dispatch before: the store failed to commit */
+        long store_backoff_ms;
 };
 
 static struct job_state *job_find(struct broker *b, enum catalog_stage s, uint64_t id)
@@ -285,12 +287,16 @@ static void on_result(struct broker *b, const struct wire_msg *m)
                 goto out;
         }
         rc = apply_result(b, s, job_id, wire_get(&m->body.data, "payload"), &err);
-        if (rc == ST_EPROTO && j)
+        if (rc == ST_EPROTO && j) {
                 job_failed(b, j, err.msg);
-        else if (rc)
-                log_error("%s", st_error_text(&err, rc)); /* store trouble: the job stays queued */
-        else if (j)
+        } else if (rc) {
+                /* Store trouble: the job stays queued and, free again, runs once more. */
+                log_error("%s", st_error_text(&err, rc));
+                if (j)
+                        j->lease_until = 0;
+        } else if (j) {
                 job_forget(b, j);
+        }
 out:
         arena_release(&a);
 }
@@ -396,6 +402,28 @@ static void sweep_step(struct broker *b, struct sweep *sw, int64_t now)
         sw->queued += n;
         if (sw->done)
                 log_info("re-refine sweep to %s done: %zu docs queued", sw->want, sw->queued);
+}
+
+/*
+ * Commit the batch.  When the store cannot write (disk full, I/O error), the
+ * dropped results' jobs are free again: pause handing out jobs, 1 s doubling
+ * to 30 s, rather than spin on work that cannot be kept.
+ */
+static void end_batch(struct broker *b, struct st_error *err)
+{
+        int rc = catalog_batch_commit(b->cat, err);
+
+        if (rc == 0) {
+                b->store_backoff_ms = 0;
+                return;
+        }
+        log_error("%s", err->msg);
+        if (rc == ST_EAGAIN)
+                return; /* the map grew: run the jobs again at once */
+        b->store_backoff_ms = b->store_backoff_ms ? b->store_backoff_ms * 2 : 1000;
+        if (b->store_backoff_ms > 30000)
+                b->store_backoff_ms = 30000;
+        b->store_pause_until = wire_now_ms() + b->store_backoff_ms;
 }
 
 /* STATUS and SYNC answer from the committed store. */
@@ -624,8 +652,7 @@ int cmd_catalog(int argc, char **argv)
                                 break;
                         if (rc == 0 && reads_store(&m)) {
                                 /* A reader sees everything sent before its request. */
-                                if (catalog_batch_commit(b.cat, &err))
-                                        log_error("%s", err.msg);
+                                end_batch(&b, &err);
                                 handle(&b, &m);
                                 if (catalog_batch_begin(b.cat, &err))
                                         log_error("%s", err.msg);
@@ -634,11 +661,11 @@ int cmd_catalog(int argc, char **argv)
                         }
                         wire_msg_release(&m);
                 }
-                if (catalog_batch_commit(b.cat, &err))
-                        log_error("%s", err.msg);
+                end_batch(&b, &err);
                 now = wire_now_ms();
                 expire(&b, now);
-                dispatch(&b);
+                if (now >= b.store_pause_until)
+                        dispatch(&b);
                 if (sweep.want && now >= sweep.next)
                         sweep_step(&b, &sweep, now);
                 if (now >= next_reader_check) {

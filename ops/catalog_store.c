@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <lmdb.h>
 
@@ -64,6 +65,7 @@ struct catalog {
         MDB_env *env;
         size_t map_size; /* current map size; doubled on MDB_MAP_FULL */
         MDB_txn *batch;  /* open group-commit transaction, or NULL (catalog_batch_begin) */
+        char dir[1024];  /* the data directory, for messages */
         bool batch_full; /* a write in the batch found the map full */
         MDB_dbi dbi[DB_COUNT];
 };
@@ -256,6 +258,7 @@ int catalog_open_sized(const char *dir, size_t map_size, struct catalog **out, s
         rc = mdb_env_open(c->env, dir, MDB_NOTLS, 0644);
         if (rc)
                 goto out_env;
+        snprintf(c->dir, sizeof(c->dir), "%s", dir);
         /* An existing store keeps its own, larger size. */
         mdb_env_info(c->env, &info);
         c->map_size = info.me_mapsize;
@@ -1330,6 +1333,17 @@ int catalog_batch_commit(struct catalog *c, struct st_error *err)
                 grow(c);
                 return st_fail(err, ST_EAGAIN,
                                "map full: this batch is dropped; its jobs run again");
+        }
+        if (rc == EIO || rc == ENOSPC || rc == EDQUOT) {
+                struct statvfs fs;
+                unsigned long long kib = 0;
+
+                if (statvfs(c->dir, &fs) == 0)
+                        kib = (unsigned long long)fs.f_bavail * fs.f_frsize / 1024;
+                return st_fail(err, ST_EIO,
+                               "cannot write the catalog in %s (%s; %llu KiB free on its disk); "
+                               "nothing of this batch was kept, its jobs run again",
+                               c->dir, strerror(rc), kib);
         }
         return rc ? db_fail(err, rc, "commit batch") : 0;
 }
