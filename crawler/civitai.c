@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "crawler/driver.h"
 #include "proto/log.h"
 
 #define IMAGES_PER_CALL 10
@@ -187,39 +188,17 @@ static char *copy_sha256(struct parser *p, const json_t *hashes)
         return out;
 }
 
-/*
- * Rough count of the values in a JSON text (commas + openers + 1), so a
- * hostile page cannot make jansson build a tree many times its size.
- */
-static size_t count_json_values(const char *s, size_t len)
-{
-        size_t n = 1;
-
-        for (size_t i = 0; i < len; i++) {
-                if (s[i] == '"') {
-                        for (i++; i < len && s[i] != '"'; i++)
-                                if (s[i] == '\\')
-                                        i++;
-                } else if (s[i] == ',' || s[i] == '[' || s[i] == '{') {
-                        n++;
-                }
-        }
-        return n;
-}
-
-/* Parse a page: an object with an "items" array. */
+/* Parse a page: an object with an "items" array (value cap: driver_load_json). */
 static int load_page(const char *json, size_t len, const char *what, json_t **root, json_t **items,
                      struct st_error *err)
 {
-        json_error_t jerr;
+        char label[32];
+        int rc;
 
-        if (count_json_values(json, len) > CIVITAI_MAX_JSON_VALUES)
-                return st_fail(err, ST_ETOOBIG, "civitai %s page: more than %d JSON values", what,
-                               CIVITAI_MAX_JSON_VALUES);
-        *root = json_loadb(json, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-        if (!*root)
-                return st_fail(err, ST_EPARSE, "civitai %s page: line %d column %d: %.120s", what,
-                               jerr.line, jerr.column, jerr.text);
+        snprintf(label, sizeof(label), "civitai %s page", what);
+        rc = driver_load_json(json, len, CIVITAI_MAX_JSON_VALUES, label, root, err);
+        if (rc)
+                return rc;
         if (!json_is_object(*root)) {
                 json_decref(*root);
                 *root = NULL;
@@ -699,15 +678,6 @@ int civitai_parse_images_page(const char *json, size_t len, struct arena *a,
 
 /* ---- crawling ---- */
 
-static void utc_now(char out[32])
-{
-        time_t t = time(NULL);
-        struct tm tm;
-
-        gmtime_r(&t, &tm);
-        strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static int fetch_models_page(struct fetcher *f, const struct civitai_source *src,
                              const char *cursor, struct arena *a, struct civitai_page *out,
                              struct st_error *err)
@@ -733,7 +703,7 @@ static int fetch_models_page(struct fetcher *f, const struct civitai_source *src
                         *err = req.result.error;
                 goto out_req;
         }
-        utc_now(crawled_at);
+        driver_utc_now(crawled_at);
         rc = civitai_parse_models_page(req.result.body, req.result.body_len, src->base_url,
                                        crawled_at, a, out, err);
 out_req:
