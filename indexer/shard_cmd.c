@@ -2,9 +2,19 @@
  * shard_cmd.c - `stylus shard I/N`: a shard server.  It owns the docs whose
  * wire_id_hash(id) mod N == I, keeps their vectors in its own LMDB
  * (indexer/vecstore.h), follows the catalog's changelog with SYNC requests
- * from its last applied sequence (a new shard starts from 0, which is its
- * snapshot), and answers QUERY on its ROUTER socket (proto/wire.h).
- * Any number of replicas may serve the same I/N; each has its own --data.
+ * from its last applied sequence, and answers QUERY on its ROUTER socket
+ * (proto/wire.h).  Any number of replicas may serve the same I/N; each has
+ * its own --data and subscriber name (--name), under which the catalog
+ * keeps its position so compaction never drops entries it still needs.
+ *
+ * Snapshots (zguide's Clone): when the catalog answers a SYNC with
+ * resnapshot (the entries after our position were compacted away: a new
+ * replica, or one that was gone longer than the catalog's subscriber TTL),
+ * the shard empties its store and copies every current doc of its share
+ * with SNAPSHOT requests, page by page (each page one batch committed at
+ * applied seq 0, so a crash in the middle starts the snapshot over), then
+ * follows the changelog from the head_seq of the first page.  While it
+ * copies it does not answer QUERY: query nodes fail over to a replica.
  *
  * Queries are batched without waiting: each loop drains every QUERY already
  * queued on the ROUTER (up to QUERY_BATCH_MAX), groups those with the same k
@@ -16,8 +26,11 @@
  * QUERY may carry "blocked" (array of doc ids never to return); a shard
  * turns them into rows with vecstore_rows_of_ids().
  */
+#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -41,10 +54,17 @@
 
 struct shard {
         struct vecstore *vs;
-        struct embedder embedder; /* for the model name and dim only */
-        uint64_t index, count;    /* I and N */
-        void *catalog;            /* DEALER to the catalog */
-        void *router;             /* ROUTER for queries */
+        struct embedder embedder;             /* for the model name and dim only */
+        uint64_t index, count;                /* I and N */
+        const char *data;                     /* store directory */
+        char name[512];                       /* subscriber name towards the catalog */
+        bool snapshotting;                    /* copying a snapshot: SNAPSHOT pages, no queries */
+        char snap_after[ST_LIMIT_STRING + 1]; /* last id copied */
+        uint64_t snap_seq;                    /* head_seq of the first page */
+        bool snap_started;                    /* the first page came (snap_seq is set) */
+        uint64_t dropped;                     /* queries not answered while snapshotting */
+        void *catalog;                        /* DEALER to the catalog */
+        void *router;                         /* ROUTER for queries */
         bool sync_pending;
         int64_t sync_sent, next_sync;
         uint64_t head_seq;     /* catalog head as last heard */
@@ -67,15 +87,21 @@ static void send_sync(struct shard *s)
 {
         msgpack_sbuffer sb;
         msgpack_packer pk;
+        const char *command = s->snapshotting ? "SNAPSHOT" : "SYNC";
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 4);
-        wire_pack_kv_u64(&pk, "from_seq", vecstore_applied_seq(s->vs));
+        msgpack_pack_map(&pk, 4 + (*s->name != '\0'));
+        if (s->snapshotting)
+                wire_pack_kv_str(&pk, "after", s->snap_after);
+        else
+                wire_pack_kv_u64(&pk, "from_seq", vecstore_applied_seq(s->vs));
         wire_pack_kv_u64(&pk, "max", SYNC_BATCH);
         wire_pack_kv_u64(&pk, "shard", s->index);
         wire_pack_kv_u64(&pk, "shards", s->count);
-        if (wire_send(s->catalog, NULL, 0, "SYNC", sb.data, sb.size) == 0) {
+        if (*s->name)
+                wire_pack_kv_str(&pk, "subscriber", s->name);
+        if (wire_send(s->catalog, NULL, 0, command, sb.data, sb.size) == 0) {
                 s->sync_pending = true;
                 s->sync_sent = wire_now_ms();
         }
@@ -116,48 +142,140 @@ static int apply_entry(struct shard *s, const msgpack_object *e, struct arena *a
         }
 }
 
-static void on_changes(struct shard *s, const msgpack_object *body)
+/*
+ * Empty the store for a snapshot: close it, remove its files, open it anew.
+ * A crash in between leaves no store or an empty one: both start over.
+ */
+static int wipe_store(struct shard *s)
 {
-        const msgpack_object *entries = wire_get(body, "entries");
-        uint64_t last = 0, applied = vecstore_applied_seq(s->vs), seq;
-        struct arena a;
-        size_t put = 0;
-        int rc = 0;
+        struct st_error err = {0};
+        char path[PATH_MAX];
+        static const char *const files[] = {"data.mdb", "lock.mdb"};
 
-        s->sync_pending = false;
-        if (!entries || entries->type != MSGPACK_OBJECT_ARRAY ||
-            wire_get_u64(body, "last_seq", &last))
-                return;
-        wire_get_u64(body, "head_seq", &s->head_seq);
-        if (last <= applied) {
-                s->next_sync = wire_now_ms() + SYNC_IDLE_MS;
-                return; /* nothing new, or an answer to an older SYNC */
+        vecstore_close(&s->vs);
+        for (size_t i = 0; i < 2; i++) {
+                snprintf(path, sizeof(path), "%s/%s", s->data, files[i]);
+                if (unlink(path) && errno != ENOENT) {
+                        log_error("cannot remove %s for a snapshot: %s", path, strerror(errno));
+                        return ST_EIO;
+                }
         }
+        if (vecstore_open(s->data, s->embedder.dim, s->embedder.model, &s->vs, &err)) {
+                log_error("%s", st_error_text(&err, err.code));
+                return err.code ? err.code : ST_EDB;
+        }
+        return 0;
+}
+
+/* Apply entries (put/del) to the store in one batch committed at seq; counts puts. */
+static int apply_entries(struct shard *s, const msgpack_object *entries, uint64_t after,
+                         uint64_t seq, size_t *put)
+{
+        struct arena a;
+        uint64_t eseq;
+        int rc;
+
+        *put = 0;
         arena_init(&a, (size_t)1 << 30);
         rc = vecstore_begin(s->vs);
         for (uint32_t i = 0; i < entries->via.array.size && !rc; i++) {
                 const msgpack_object *e = &entries->via.array.ptr[i];
                 int erc;
 
-                if (wire_get_u64(e, "seq", &seq) || seq <= applied)
+                if (wire_get_u64(e, "seq", &eseq) || (after && eseq <= after))
                         continue;
                 erc = apply_entry(s, e, &a);
                 if (erc == ST_EPROTO)
                         log_warn("skipped a malformed changelog entry %llu",
-                                 (unsigned long long)seq);
+                                 (unsigned long long)eseq);
                 else if (erc)
                         rc = erc;
                 else
-                        put++;
+                        (*put)++;
         }
         if (!rc)
-                rc = vecstore_commit(s->vs, last);
+                rc = vecstore_commit(s->vs, seq);
         else
                 vecstore_abort(s->vs);
         arena_release(&a);
-        if (rc) {
+        if (rc)
                 log_error("cannot apply changes: %s (%s)", st_strerror(rc),
                           vecstore_last_error(s->vs));
+        return rc;
+}
+
+static void start_snapshot(struct shard *s, uint64_t low)
+{
+        log_warn("the catalog compacted its changelog past our seq %llu (up to %llu): taking a "
+                 "snapshot",
+                 (unsigned long long)vecstore_applied_seq(s->vs), (unsigned long long)low);
+        if (wipe_store(s)) {
+                s->next_sync = wire_now_ms() + SYNC_TIMEOUT_MS;
+                return;
+        }
+        s->snapshotting = true;
+        s->snap_after[0] = '\0';
+        s->snap_started = false;
+        s->next_sync = 0;
+}
+
+static void on_snapshot(struct shard *s, const msgpack_object *body)
+{
+        const msgpack_object *entries = wire_get(body, "entries");
+        const msgpack_object *next = wire_get(body, "next");
+        uint64_t head = 0;
+        size_t put = 0;
+        bool last;
+
+        s->sync_pending = false;
+        if (!s->snapshotting || !entries || entries->type != MSGPACK_OBJECT_ARRAY || !next ||
+            (next->type != MSGPACK_OBJECT_NIL &&
+             (next->type != MSGPACK_OBJECT_STR || next->via.str.size > ST_LIMIT_STRING)) ||
+            wire_get_u64(body, "head_seq", &head))
+                return;
+        if (!s->snap_started) {
+                s->snap_seq = head;
+                s->snap_started = true;
+        }
+        last = next->type == MSGPACK_OBJECT_NIL;
+        /* Pages commit at seq 0 (a crash starts over); the last one at the first page's head. */
+        if (apply_entries(s, entries, 0, last ? s->snap_seq : 0, &put)) {
+                s->next_sync = wire_now_ms() + SYNC_TIMEOUT_MS;
+                return;
+        }
+        if (last) {
+                s->snapshotting = false;
+                log_info("snapshot done: %zu docs, following the changelog from seq %llu",
+                         vecstore_count(s->vs), (unsigned long long)s->snap_seq);
+        } else {
+                memcpy(s->snap_after, next->via.str.ptr, next->via.str.size);
+                s->snap_after[next->via.str.size] = '\0';
+        }
+        s->next_sync = 0;
+}
+
+static void on_changes(struct shard *s, const msgpack_object *body)
+{
+        const msgpack_object *entries = wire_get(body, "entries");
+        uint64_t last = 0, applied = vecstore_applied_seq(s->vs), low = 0;
+        size_t put = 0;
+        bool resnapshot = false;
+
+        s->sync_pending = false;
+        if (s->snapshotting || !entries || entries->type != MSGPACK_OBJECT_ARRAY ||
+            wire_get_u64(body, "last_seq", &last))
+                return;
+        wire_get_u64(body, "head_seq", &s->head_seq);
+        if (!wire_get_bool(body, "resnapshot", &resnapshot) && resnapshot) {
+                wire_get_u64(body, "low_seq", &low);
+                start_snapshot(s, low);
+                return;
+        }
+        if (last <= applied) {
+                s->next_sync = wire_now_ms() + SYNC_IDLE_MS;
+                return; /* nothing new, or an answer to an older SYNC */
+        }
+        if (apply_entries(s, entries, applied, last, &put)) {
                 s->next_sync = wire_now_ms() + SYNC_TIMEOUT_MS;
                 return;
         }
@@ -368,8 +486,11 @@ static void on_status(struct shard *s, const struct wire_msg *m)
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 7);
+        msgpack_pack_map(&pk, 10);
         wire_pack_kv_u64(&pk, "count", vecstore_count(s->vs));
+        wire_pack_kv_bool(&pk, "snapshotting", s->snapshotting);
+        wire_pack_kv_u64(&pk, "dropped", s->dropped);
+        wire_pack_kv_str(&pk, "subscriber", s->name);
         wire_pack_kv_u64(&pk, "applied_seq", vecstore_applied_seq(s->vs));
         wire_pack_kv_u64(&pk, "head_seq", s->head_seq);
         wire_pack_kv_u64(&pk, "queries", s->queries);
@@ -385,33 +506,38 @@ static void on_status(struct shard *s, const struct wire_msg *m)
 
 static void usage(FILE *f)
 {
-        fputs(
-            "usage: stylus shard I/N --data DIR [--bind ENDPOINT] [--catalog ENDPOINT] [--dim N]\n"
-            "                        [--scan int8|exact] [--curve-key F --curve-allow F\n"
-            "                        --curve-server-key F]\n"
-            "\n"
-            "Run shard server I of N: follow the catalog's changelog for the docs this\n"
-            "shard owns (hash(id) mod N == I), store their vectors in DIR, and answer\n"
-            "top-K queries from query nodes.  Several replicas may serve the same I/N.\n"
-            "\n"
-            "  --data DIR         shard store directory (created if missing)\n"
-            "  --bind ENDPOINT    ROUTER endpoint for queries (default tcp://127.0.0.1:5600)\n"
-            "  --catalog ENDPOINT catalog coordinator (default tcp://127.0.0.1:5555)\n"
-            "  --dim N            embedding dimension (default 384)\n"
-            "  --scan MODE        int8: int8 scan, best 4k+64 re-ranked exactly (default);\n"
-            "                     exact: float32 inner product with every row\n"
-            "                     (threads: OPENBLAS_NUM_THREADS, default all cores)\n"
-            "  --curve-key F      CURVE keypair (or STYLUS_CURVE_KEY): the server key of the\n"
-            "                     query socket and the client key towards the catalog\n"
-            "  --curve-allow F    query nodes that may connect (or STYLUS_CURVE_ALLOW)\n"
-            "  --curve-server-key F  the catalog's public key (or STYLUS_CURVE_SERVER_KEY)\n"
-            "                     Endpoints beyond loopback need these keys.\n"
-            "\n"
-            "examples:\n"
-            "  stylus shard 0/1 --data ./shard0\n"
-            "  stylus shard 1/4 --data /srv/shard1 --bind tcp://0.0.0.0:5601 "
-            "--catalog tcp://cat:5555\n",
-            f);
+        fputs("usage: stylus shard I/N --data DIR [--bind ENDPOINT] [--catalog ENDPOINT]\n"
+              "                        [--embed-model NAME] [--embed-dim N] [--name NAME]\n"
+              "                        [--scan int8|exact] [--curve-key F --curve-allow F\n"
+              "                        --curve-server-key F]\n"
+              "\n"
+              "Run shard server I of N: follow the catalog's changelog for the docs this\n"
+              "shard owns (hash(id) mod N == I), store their vectors in DIR, and answer\n"
+              "top-K queries from query nodes.  Several replicas may serve the same I/N.\n"
+              "\n"
+              "  --data DIR         shard store directory (created if missing)\n"
+              "  --bind ENDPOINT    ROUTER endpoint for queries (default tcp://127.0.0.1:5600)\n"
+              "  --catalog ENDPOINT catalog coordinator (default tcp://127.0.0.1:5555)\n"
+              "  --embed-model NAME embedding model the vectors come from (default the built-in\n"
+              "                     stylus-hash-v1); changelog entries of another model are\n"
+              "                     refused, and so are queries (docs/embeddings.md)\n"
+              "  --embed-dim N      embedding dimension (default 384; --dim is the same)\n"
+              "  --name NAME        subscriber name the catalog keeps this replica's position\n"
+              "                     under (default <hostname>:<absolute DIR>); unique per replica\n"
+              "  --scan MODE        int8: int8 scan, best 4k+64 re-ranked exactly (default);\n"
+              "                     exact: float32 inner product with every row\n"
+              "                     (threads: OPENBLAS_NUM_THREADS, default all cores)\n"
+              "  --curve-key F      CURVE keypair (or STYLUS_CURVE_KEY): the server key of the\n"
+              "                     query socket and the client key towards the catalog\n"
+              "  --curve-allow F    query nodes that may connect (or STYLUS_CURVE_ALLOW)\n"
+              "  --curve-server-key F  the catalog's public key (or STYLUS_CURVE_SERVER_KEY)\n"
+              "                     Endpoints beyond loopback need these keys.\n"
+              "\n"
+              "examples:\n"
+              "  stylus shard 0/1 --data ./shard0\n"
+              "  stylus shard 1/4 --data /srv/shard1 --bind tcp://0.0.0.0:5601 "
+              "--catalog tcp://cat:5555\n",
+              f);
 }
 
 static int parse_shard(const char *s, uint64_t *i, uint64_t *n)
@@ -443,10 +569,12 @@ static void serve(struct shard *s, volatile sig_atomic_t *stop)
                        wire_recv(s->router, true, ZMQ_DONTWAIT, &s->waiting[n].msg) == 0) {
                         struct wire_msg *q = &s->waiting[n].msg;
 
-                        if (!strcmp(q->command, "QUERY") && q->has_body) {
+                        if (!strcmp(q->command, "QUERY") && q->has_body && !s->snapshotting) {
                                 n++; /* answered below, with the others waiting */
                                 continue;
                         }
+                        if (!strcmp(q->command, "QUERY"))
+                                s->dropped++; /* copying a snapshot: a replica answers */
                         if (!strcmp(q->command, "STATUS"))
                                 on_status(s, q);
                         wire_msg_release(q);
@@ -456,6 +584,8 @@ static void serve(struct shard *s, volatile sig_atomic_t *stop)
                 while (wire_recv(s->catalog, false, ZMQ_DONTWAIT, &m) == 0) {
                         if (!strcmp(m.command, "CHANGES") && m.has_body)
                                 on_changes(s, &m.body.data);
+                        else if (!strcmp(m.command, "SNAPSHOT") && m.has_body)
+                                on_snapshot(s, &m.body.data);
                         wire_msg_release(&m);
                 }
                 now = wire_now_ms();
@@ -473,6 +603,9 @@ int cmd_shard(int argc, char **argv)
             {"bind", required_argument, NULL, 'b'},
             {"catalog", required_argument, NULL, 'c'},
             {"dim", required_argument, NULL, 'm'},
+            {"embed-dim", required_argument, NULL, 'm'},
+            {"embed-model", required_argument, NULL, 'M'},
+            {"name", required_argument, NULL, 'n'},
             {"scan", required_argument, NULL, 's'},
             {"curve-key", required_argument, NULL, 'K'},
             {"curve-allow", required_argument, NULL, 'A'},
@@ -488,6 +621,7 @@ int cmd_shard(int argc, char **argv)
         const char *curve_key = NULL, *curve_allow = NULL, *curve_server = NULL;
         struct security sec = {0};
         long dim = EMBED_DEFAULT_DIM;
+        const char *model = NULL, *name = NULL;
         void *ctx;
         int c, rc = 1;
 
@@ -508,6 +642,12 @@ int cmd_shard(int argc, char **argv)
                 case 's':
                         scan = optarg;
                         break;
+                case 'M':
+                        model = optarg;
+                        break;
+                case 'n':
+                        name = optarg;
+                        break;
                 case 'K':
                         curve_key = optarg;
                         break;
@@ -527,9 +667,23 @@ int cmd_shard(int argc, char **argv)
         }
         if (optind != argc - 1 || parse_shard(argv[optind], &s.index, &s.count) || !data ||
             dim <= 0 || dim > EMBED_MAX_DIM || embedder_init(&s.embedder, (int)dim) ||
-            (strcmp(scan, "int8") && strcmp(scan, "exact"))) {
+            (strcmp(scan, "int8") && strcmp(scan, "exact")) ||
+            (model && (!*model || strlen(model) >= sizeof(s.embedder.model))) ||
+            (name && (!*name || strlen(name) >= sizeof(s.name)))) {
                 usage(stderr);
                 return 2;
+        }
+        if (model)
+                snprintf(s.embedder.model, sizeof(s.embedder.model), "%s", model);
+        s.data = data;
+        if (name) {
+                snprintf(s.name, sizeof(s.name), "%s", name);
+        } else {
+                char host[256] = "", *abs = realpath(data, NULL);
+
+                gethostname(host, sizeof(host) - 1);
+                snprintf(s.name, sizeof(s.name), "%s:%s", host, abs ? abs : data);
+                free(abs);
         }
         log_setup("shard", LOG_INFO);
         worker_stop_on_signals(&stop);

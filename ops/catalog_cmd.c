@@ -22,8 +22,19 @@
 
 #define MAX_WORKERS     1024
 #define MAX_SOURCES     8
-#define MAX_BATCH       256 /* messages handled per group commit */
-#define MAX_HOLD_LEASES 20  /* a job held this many lease periods is taken back: a hung worker */
+#define MAX_BATCH       256   /* messages handled per group commit */
+#define MAX_HOLD_LEASES 20    /* a job held this many lease periods is taken back: a hung worker */
+#define MAX_SUBSCRIBERS 256   /* changelog subscribers remembered between flushes */
+#define COMPACT_MAX     10000 /* changelog entries deleted per step */
+#define SUB_REFRESH_MS  60000 /* a subscriber's "seen" is rewritten at least this often */
+
+/* A changelog subscriber (shard replica) as heard in its SYNC requests. */
+struct subscriber {
+        char name[256];
+        uint64_t shard, shards, seq;
+        uint64_t stored_seq; /* seq last written to the store */
+        int64_t stored_at;   /* when it was written (0: never) */
+};
 
 struct worker_slot {
         unsigned char identity[WIRE_MAX_IDENTITY];
@@ -64,6 +75,10 @@ struct broker {
         uint64_t results;
         int64_t store_pause_until; /* no dispatch before: the store failed to commit */
         long store_backoff_ms;
+        struct subscriber subs[MAX_SUBSCRIBERS];
+        size_t n_subs;
+        uint64_t subscriber_ttl; /* seconds a silent subscriber keeps holding compaction back */
+        long compact_every_ms;   /* between changelog compaction steps */
 };
 
 static struct job_state *job_find(struct broker *b, enum catalog_stage s, uint64_t id)
@@ -241,17 +256,25 @@ static int apply_result(struct broker *b, enum catalog_stage s, uint64_t job_id,
                         const msgpack_object *payload, struct st_error *err)
 {
         struct catalog_crawl_counts counts;
+        size_t stored;
         int rc;
 
         switch (s) {
         case STAGE_CRAWL:
                 rc = catalog_apply_crawl(b->cat, job_id, payload, &counts, err);
                 if (!rc)
-                        log_info("crawl page: %zu new, %zu changed, %zu unchanged, %zu rejected",
-                                 counts.added, counts.changed, counts.unchanged, counts.rejected);
+                        log_info("crawl page: %zu new, %zu changed, %zu unchanged, %zu rejected, "
+                                 "%zu gone%s",
+                                 counts.added, counts.changed, counts.unchanged, counts.rejected,
+                                 counts.gone, counts.checks ? "; pass ended" : "");
+                if (!rc && counts.checks)
+                        log_info("%zu records the pass did not list will be checked",
+                                 counts.checks);
                 return rc;
         case STAGE_REFINE:
                 return catalog_apply_doc(b->cat, job_id, payload, err);
+        case STAGE_IMAGES:
+                return catalog_apply_images(b->cat, job_id, payload, &stored, err);
         default:
                 return catalog_apply_vector(b->cat, job_id, payload, err);
         }
@@ -324,6 +347,94 @@ static void on_status(struct broker *b, const struct wire_msg *m)
         msgpack_sbuffer_destroy(&sb);
 }
 
+/* Remember where a named subscriber is; written to the store by flush_subscribers(). */
+static void note_subscriber(struct broker *b, const msgpack_object *body, uint64_t from,
+                            uint64_t shard, uint64_t shards)
+{
+        const char *name;
+        size_t len, i;
+
+        if (wire_get_bytes(body, "subscriber", &name, &len) || len == 0 ||
+            len >= sizeof(b->subs[0].name) || memchr(name, '\0', len))
+                return;
+        for (i = 0; i < b->n_subs; i++)
+                if (strlen(b->subs[i].name) == len && !memcmp(b->subs[i].name, name, len))
+                        break;
+        if (i == b->n_subs) {
+                if (b->n_subs == MAX_SUBSCRIBERS)
+                        return;
+                memset(&b->subs[i], 0, sizeof(b->subs[i]));
+                memcpy(b->subs[i].name, name, len);
+                b->subs[i].stored_seq = UINT64_MAX;
+                b->n_subs++;
+        }
+        b->subs[i].seq = from;
+        b->subs[i].shard = shard;
+        b->subs[i].shards = shards;
+}
+
+/* Write subscriber positions that moved (or are due a "seen" refresh), then compact. */
+static void flush_subscribers(struct broker *b, int64_t now)
+{
+        struct st_error err = {0};
+        size_t deleted = 0, dropped = 0;
+
+        for (size_t i = 0; i < b->n_subs; i++) {
+                struct subscriber *sub = &b->subs[i];
+
+                if (sub->seq == sub->stored_seq && now - sub->stored_at < SUB_REFRESH_MS)
+                        continue;
+                if (catalog_note_subscriber(b->cat, sub->name, sub->shard, sub->shards, sub->seq,
+                                            &err)) {
+                        log_error("%s", err.msg);
+                        return;
+                }
+                sub->stored_seq = sub->seq;
+                sub->stored_at = now;
+        }
+        /* Forget the in-memory copies that will not be refreshed: the store has them. */
+        for (size_t i = 0; i < b->n_subs;)
+                if (now - b->subs[i].stored_at > 2 * SUB_REFRESH_MS)
+                        b->subs[i] = b->subs[--b->n_subs];
+                else
+                        i++;
+        if (catalog_compact_changelog(b->cat, b->subscriber_ttl, COMPACT_MAX, &deleted, &dropped,
+                                      &err))
+                log_error("%s", err.msg);
+        else if (deleted)
+                log_info("changelog compacted: %zu entries every subscriber has applied", deleted);
+}
+
+static void on_snapshot(struct broker *b, const struct wire_msg *m)
+{
+        uint64_t max = 1000, shard = 0, shards = 1;
+        struct arena a;
+        char *after = NULL;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+
+        arena_init(&a, 4096);
+        if (!m->has_body || wire_get_str(&m->body.data, "after", &a, &after)) {
+                log_warn("SNAPSHOT without after dropped");
+                arena_release(&a);
+                return;
+        }
+        wire_get_u64(&m->body.data, "max", &max);
+        wire_get_u64(&m->body.data, "shard", &shard);
+        wire_get_u64(&m->body.data, "shards", &shards);
+        if (max == 0 || max > 10000)
+                max = 10000;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        if (!catalog_pack_snapshot(b->cat, after, (size_t)max, shard, shards, &pk))
+                reply(b, m, "SNAPSHOT", &sb);
+        else
+                log_warn("SNAPSHOT for shard %llu of %llu refused", (unsigned long long)shard,
+                         (unsigned long long)shards);
+        msgpack_sbuffer_destroy(&sb);
+        arena_release(&a);
+}
+
 static void on_sync(struct broker *b, const struct wire_msg *m)
 {
         uint64_t from = 0, max = 1000, shard = 0, shards = 1;
@@ -337,6 +448,7 @@ static void on_sync(struct broker *b, const struct wire_msg *m)
         wire_get_u64(&m->body.data, "max", &max);
         wire_get_u64(&m->body.data, "shard", &shard);
         wire_get_u64(&m->body.data, "shards", &shards);
+        note_subscriber(b, &m->body.data, from, shard, shards);
         if (max == 0 || max > 10000)
                 max = 10000;
         msgpack_sbuffer_init(&sb);
@@ -358,6 +470,8 @@ static void handle(struct broker *b, const struct wire_msg *m)
                 on_status(b, m);
         else if (!strcmp(m->command, "SYNC"))
                 on_sync(b, m);
+        else if (!strcmp(m->command, "SNAPSHOT"))
+                on_snapshot(b, m);
         else if (!strcmp(m->command, "NACK"))
                 on_nack(b, m);
         else if (!strcmp(m->command, "REQUEUE"))
@@ -429,7 +543,8 @@ static void end_batch(struct broker *b, struct st_error *err)
 /* STATUS and SYNC answer from the committed store. */
 static bool reads_store(const struct wire_msg *m)
 {
-        return !strcmp(m->command, "STATUS") || !strcmp(m->command, "SYNC");
+        return !strcmp(m->command, "STATUS") || !strcmp(m->command, "SYNC") ||
+               !strcmp(m->command, "SNAPSHOT");
 }
 
 /* Hand one job to each idle worker while jobs of its stage are free. */
@@ -490,10 +605,39 @@ static void expire(struct broker *b, int64_t now)
         }
 }
 
+/* "90", "90s", "30m", "6h", "7d" as seconds; -1 when malformed. */
+static long parse_duration(const char *text)
+{
+        char *end;
+        long v = strtol(text, &end, 10);
+
+        if (end == text || v < 0 || v > 100L * 365 * 86400)
+                return -1;
+        switch (*end) {
+        case '\0':
+        case 's':
+                break;
+        case 'm':
+                v *= 60;
+                break;
+        case 'h':
+                v *= 3600;
+                break;
+        case 'd':
+                v *= 86400;
+                break;
+        default:
+                return -1;
+        }
+        return *end && end[1] ? -1 : v;
+}
+
 static void usage(FILE *f)
 {
         fputs("usage: stylus catalog --data DIR [--bind ENDPOINT] [--source NAME]...\n"
-              "                      [--lease-ms MS] [--max-attempts N] [--refresh SECONDS]\n"
+              "                      [--lease-ms MS] [--max-attempts N] [--refresh DUR]\n"
+              "                      [--full-refresh DUR] [--images] [--subscriber-ttl DUR]\n"
+              "                      [--compact-every DUR]\n"
               "                      [--curve-key FILE --curve-allow FILE]\n"
               "       stylus catalog backup --data DIR PATH\n"
               "\n"
@@ -505,8 +649,19 @@ static void usage(FILE *f)
               "  --source NAME      source to crawl: civitai (default) or hf; repeatable\n"
               "  --lease-ms MS      how long a worker may hold a job (default 30000)\n"
               "  --max-attempts N   failures before a job goes to the dead letters (default 5)\n"
-              "  --refresh SECONDS  every SECONDS, start a new pass of each source whose last\n"
-              "                     pass has ended (default: off)\n"
+              "  --refresh DUR      every DUR (90, 90s, 30m, 6h, 7d), start an incremental\n"
+              "                     pass (newest first, ends where nothing is new) of each\n"
+              "                     source whose last pass has ended (default: off)\n"
+              "  --full-refresh DUR with --refresh: make a refresh a full pass when the last\n"
+              "                     full one started DUR ago (default 24h); after a full pass,\n"
+              "                     records it did not list are checked with the source and\n"
+              "                     tombstoned when gone (404/410)\n"
+              "  --images           send crawled records with images through the images stage\n"
+              "                     (stylus images workers) before they are refined\n"
+              "  --subscriber-ttl DUR  a shard replica silent this long stops holding back\n"
+              "                     changelog compaction (default 1h); when it returns behind\n"
+              "                     the compacted entries it takes a snapshot\n"
+              "  --compact-every DUR  how often the changelog is compacted (default 10s)\n"
               "  --curve-key FILE   CURVE keypair (stylus keygen; or STYLUS_CURVE_KEY); needed\n"
               "                     to bind beyond loopback\n"
               "  --curve-allow FILE public keys of the workers and shards that may connect\n"
@@ -518,7 +673,7 @@ static void usage(FILE *f)
               "\n"
               "examples:\n"
               "  stylus catalog --data /var/lib/stylus/catalog\n"
-              "  stylus catalog --data ./cat --bind tcp://127.0.0.1:7000 --refresh 21600\n"
+              "  stylus catalog --data ./cat --bind tcp://127.0.0.1:7000 --refresh 6h --images\n"
               "  stylus catalog --data ./cat --bind tcp://0.0.0.0:5555 --curve-key server.key "
               "--curve-allow allow\n",
               f);
@@ -537,18 +692,27 @@ int cmd_catalog(int argc, char **argv)
             {"curve-allow", required_argument, NULL, 'A'},
             {"map-size", required_argument, NULL, 'z'},
             {"refine-as", required_argument, NULL, 'R'},
+            {"full-refresh", required_argument, NULL, 'F'},
+            {"images", no_argument, NULL, 'I'},
+            {"subscriber-ttl", required_argument, NULL, 'T'},
+            {"compact-every", required_argument, NULL, 'C'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
         static volatile sig_atomic_t stop;
-        struct broker b = {.lease_ms = 30000, .max_attempts = 5};
+        struct broker b = {.lease_ms = 30000,
+                           .max_attempts = 5,
+                           .subscriber_ttl = 3600,
+                           .compact_every_ms = 10000};
         struct st_error err = {0};
         const char *data = NULL, *bind = "tcp://127.0.0.1:5555";
         const char *curve_key = NULL, *curve_allow = NULL;
         struct security sec = {0};
         const char *sources[MAX_SOURCES];
         size_t n_sources = 0;
-        long refresh_s = 0;
+        long refresh_s = 0, full_refresh_s = 86400;
+        bool images = false;
+        int64_t next_full = 0, next_compact = 0;
         unsigned long long map_size = (unsigned long long)1 << 30;
         int64_t next_reader_check = 0;
         struct sweep sweep = {0};
@@ -582,8 +746,28 @@ int cmd_catalog(int argc, char **argv)
                         b.max_attempts = (int)strtol(optarg, NULL, 10);
                         break;
                 case 'r':
-                        refresh_s = strtol(optarg, NULL, 10);
+                        refresh_s = parse_duration(optarg);
                         break;
+                case 'F':
+                        full_refresh_s = parse_duration(optarg);
+                        break;
+                case 'I':
+                        images = true;
+                        break;
+                case 'C': {
+                        long every = parse_duration(optarg);
+
+                        b.compact_every_ms = every > 0 ? every * 1000 : -1;
+                        break;
+                }
+                case 'T': {
+                        long ttl = parse_duration(optarg);
+
+                        b.subscriber_ttl = ttl < 0 ? 0 : (uint64_t)ttl;
+                        if (ttl < 0)
+                                refresh_s = -1; /* reported as a usage error below */
+                        break;
+                }
                 case 'K':
                         curve_key = optarg;
                         break;
@@ -604,7 +788,8 @@ int cmd_catalog(int argc, char **argv)
                         return 2;
                 }
         }
-        if (!data || b.lease_ms <= 0 || b.max_attempts <= 0 || refresh_s < 0) {
+        if (!data || b.lease_ms <= 0 || b.max_attempts <= 0 || refresh_s < 0 ||
+            full_refresh_s < 0 || b.compact_every_ms <= 0) {
                 usage(stderr);
                 return 2;
         }
@@ -623,8 +808,9 @@ int cmd_catalog(int argc, char **argv)
                 security_release(&sec);
                 return 1;
         }
+        catalog_set_images(b.cat, images);
         for (size_t i = 0; i < n_sources; i++)
-                if (catalog_start_source(b.cat, sources[i], false, &err))
+                if (catalog_start_source(b.cat, sources[i], false, false, &err))
                         log_error("%s", err.msg);
         ctx = zmq_ctx_new();
         b.sock = wire_socket(ctx, ZMQ_ROUTER);
@@ -638,6 +824,7 @@ int cmd_catalog(int argc, char **argv)
         }
         log_info("catalog %s serving on %s%s", data, bind, sec.has_keypair ? " (CURVE)" : "");
         next_refresh = wire_now_ms() + refresh_s * 1000;
+        next_full = wire_now_ms() + full_refresh_s * 1000;
         while (!stop) {
                 struct wire_msg m;
                 int64_t now;
@@ -664,8 +851,15 @@ int cmd_catalog(int argc, char **argv)
                 end_batch(&b, &err);
                 now = wire_now_ms();
                 expire(&b, now);
-                if (now >= b.store_pause_until)
+                if (now >= b.store_pause_until) {
                         dispatch(&b);
+                        if (catalog_drop_orphans(b.cat, &err))
+                                log_error("%s", err.msg);
+                }
+                if (now >= next_compact) {
+                        flush_subscribers(&b, now);
+                        next_compact = now + b.compact_every_ms;
+                }
                 if (sweep.want && now >= sweep.next)
                         sweep_step(&b, &sweep, now);
                 if (now >= next_reader_check) {
@@ -676,8 +870,12 @@ int cmd_catalog(int argc, char **argv)
                         next_reader_check = now + 60000;
                 }
                 if (refresh_s && now >= next_refresh) {
+                        bool full = now >= next_full;
+
                         for (size_t i = 0; i < n_sources; i++)
-                                catalog_start_source(b.cat, sources[i], true, &err);
+                                catalog_start_source(b.cat, sources[i], true, !full, &err);
+                        if (full)
+                                next_full = now + full_refresh_s * 1000;
                         sweep.done = false; /* a new pass: check every doc again */
                         sweep.after[0] = '\0';
                         next_refresh = now + refresh_s * 1000;

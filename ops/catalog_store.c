@@ -14,8 +14,26 @@
  *   jobs_crawl   job id (u64 BE)       {source: str, cursor: str|nil}        pending crawl jobs
  *   jobs_refine  job id (u64 BE)       {id: str}                             pending refine jobs
  *   jobs_embed   job id (u64 BE)       {id: str}                             pending embed jobs
- *   dead         stage (u8) + job id   {job: map, error: str}                jobs that kept failing
+ *   jobs_images  job id (u64 BE)       {id: str}                             pending image downloads
+ *   dead         stage (u8) + job id   {job: map, error: str}                jobs that kept failing;
+ *                                                                            stage 0 crawl, 1 refine,
+ *                                                                            2 embed, 3 images
  *   changelog    seq (u64 BE)          {op: "put"|"del", id: str}            doc/vector changes
+ *   subscribers  name (str)            {seq: uint, shard: uint,              changelog readers: last
+ *                                       shards: uint, seen: uint}            applied seq, unix time
+ *   seen         doc id                u64 LE                                crawl pass (source's
+ *                                                                            passes + 1) that last
+ *                                                                            listed the record
+ *   gone         doc id                {reason: str, at: uint}               tombstones: records the
+ *                                                                            source no longer has
+ *
+ * More meta keys: "low_seq" (u64 LE): changelog entries up to it were
+ * compacted away; a SYNC from below it is told to re-snapshot.  Crawl jobs
+ * may also carry pass: "incremental" and check: [ids] (ids to verify with
+ * the source, tombstoned when it answers 404/410).  Sources also keep kind
+ * ("full" | "incremental", the pass under way).  The databases from
+ * jobs_images on were added within format 1: a store without them gets them
+ * created, empty, when the catalog opens it.
  *
  * Job ids and sequence numbers are big-endian so LMDB's byte order is their
  * numeric order: the oldest job is first.  Leases are the broker's, in
@@ -30,6 +48,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 #include <lmdb.h>
 
@@ -41,6 +60,8 @@
 #define MAP_SIZE_MAX   ((size_t)1 << 40)
 #define DEAD_SHOWN     20 /* dead letters listed in STATUS */
 #define DECODE_LIMIT   (64u << 20)
+#define ORPHANS_MAX    64 /* orphaned jobs remembered between catalog_drop_orphans() calls */
+#define CHECK_IDS      50 /* ids per verification crawl job */
 
 enum {
         DB_META,
@@ -51,14 +72,18 @@ enum {
         DB_JOBS_CRAWL,
         DB_JOBS_REFINE,
         DB_JOBS_EMBED,
+        DB_JOBS_IMAGES, /* jobs_dbi(): the job databases follow the stage order */
         DB_DEAD,
         DB_CHANGELOG,
+        DB_SUBSCRIBERS,
+        DB_SEEN,
+        DB_GONE,
         DB_COUNT
 };
 
 static const char *const db_names[DB_COUNT] = {
-    "meta",       "sources",     "records",    "docs", "vectors",
-    "jobs_crawl", "jobs_refine", "jobs_embed", "dead", "changelog",
+    "meta",       "sources",     "records", "docs",      "vectors",     "jobs_crawl", "jobs_refine",
+    "jobs_embed", "jobs_images", "dead",    "changelog", "subscribers", "seen",       "gone",
 };
 
 struct catalog {
@@ -67,10 +92,14 @@ struct catalog {
         MDB_txn *batch;  /* open group-commit transaction, or NULL (catalog_batch_begin) */
         char dir[1024];  /* the data directory, for messages */
         bool batch_full; /* a write in the batch found the map full */
+        bool images;     /* crawled records with images go through the images stage */
         MDB_dbi dbi[DB_COUNT];
+        uint64_t orphans[ORPHANS_MAX]; /* jobs whose item is gone, seen by catalog_pack_next_job */
+        enum catalog_stage orphan_stage[ORPHANS_MAX];
+        size_t n_orphans;
 };
 
-static const char *const stage_names[STAGE_COUNT] = {"crawl", "refine", "embed"};
+static const char *const stage_names[STAGE_COUNT] = {"crawl", "refine", "embed", "images"};
 
 const char *catalog_stage_name(enum catalog_stage s)
 {
@@ -344,7 +373,9 @@ static int enqueue_id(struct catalog *c, MDB_txn *txn, enum catalog_stage s, con
         return rc;
 }
 
-static int enqueue_crawl(struct catalog *c, MDB_txn *txn, const char *source, const char *cursor)
+/* A crawl job for one page of source's pass; incremental passes say so. */
+static int enqueue_crawl(struct catalog *c, MDB_txn *txn, const char *source, const char *cursor,
+                         bool incremental)
 {
         msgpack_sbuffer sb;
         msgpack_packer pk;
@@ -352,9 +383,11 @@ static int enqueue_crawl(struct catalog *c, MDB_txn *txn, const char *source, co
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 2);
+        msgpack_pack_map(&pk, incremental ? 3 : 2);
         wire_pack_kv_str(&pk, "source", source);
         wire_pack_kv_str(&pk, "cursor", cursor);
+        if (incremental)
+                wire_pack_kv_str(&pk, "pass", "incremental");
         rc = enqueue(c, txn, STAGE_CRAWL, &sb);
         msgpack_sbuffer_destroy(&sb);
         return rc;
@@ -394,6 +427,7 @@ static int finish(MDB_txn *txn, int rc)
 struct source_state {
         char *cursor;
         bool done;
+        bool incremental; /* the pass under way (or last done) is incremental */
         uint64_t pages;
         uint64_t passes;
 };
@@ -420,6 +454,13 @@ static int source_get(struct catalog *c, MDB_txn *txn, const char *source, struc
         wire_get_bool(&u.data, "done", &st->done);
         wire_get_u64(&u.data, "pages", &st->pages);
         wire_get_u64(&u.data, "passes", &st->passes);
+        {
+                const char *kind;
+                size_t len;
+
+                st->incremental = !wire_get_bytes(&u.data, "kind", &kind, &len) && len == 11 &&
+                                  !memcmp(kind, "incremental", 11);
+        }
         msgpack_unpacked_destroy(&u);
         return 0;
 }
@@ -434,9 +475,10 @@ static int source_put(struct catalog *c, MDB_txn *txn, const char *source,
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 4);
+        msgpack_pack_map(&pk, 5);
         wire_pack_kv_str(&pk, "cursor", st->cursor);
         wire_pack_kv_bool(&pk, "done", st->done);
+        wire_pack_kv_str(&pk, "kind", st->incremental ? "incremental" : "full");
         wire_pack_kv_u64(&pk, "pages", st->pages);
         wire_pack_kv_u64(&pk, "passes", st->passes);
         v.mv_size = sb.size;
@@ -473,7 +515,7 @@ static int crawl_queued(struct catalog *c, MDB_txn *txn, const char *source, boo
         return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-static int start_source_once(struct catalog *c, const char *source, bool restart)
+static int start_source_once(struct catalog *c, const char *source, bool restart, bool incremental)
 {
         struct source_state st;
         struct arena a;
@@ -492,10 +534,11 @@ static int start_source_once(struct catalog *c, const char *source, bool restart
                 if (st.done) {
                         st.done = false;
                         st.cursor = NULL;
+                        st.incremental = incremental;
                 }
                 rc = source_put(c, txn, source, &st);
                 if (!rc)
-                        rc = enqueue_crawl(c, txn, source, st.cursor);
+                        rc = enqueue_crawl(c, txn, source, st.cursor, st.incremental);
         }
         if (rc)
                 mdb_txn_abort(txn);
@@ -527,8 +570,103 @@ static int storable(struct catalog *c, const struct st_raw_record *r, size_t enc
         return 0;
 }
 
-/* Store one crawled record when new or changed; queue its refine job. */
-static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o,
+static int append_change(struct catalog *c, MDB_txn *txn, const char *op, const char *id);
+
+/* Remember that the crawl pass `pass` listed id (for tombstone checks after a full pass). */
+static int mark_seen(struct catalog *c, MDB_txn *txn, const char *id, uint64_t pass)
+{
+        MDB_val k = str_val(id), v = {8, &pass};
+
+        if (!*id || strlen(id) > (size_t)mdb_env_get_maxkeysize(c->env))
+                return 0;
+        return mdb_put(txn, c->dbi[DB_SEEN], &k, &v, 0);
+}
+
+/*
+ * Tombstone id: its record, doc and vector go, a "del" enters the changelog
+ * (shards drop the doc) and gone[id] keeps why.  Jobs still queued for it
+ * find nothing and are dropped (catalog_drop_orphans()).
+ */
+static int tombstone(struct catalog *c, MDB_txn *txn, const char *id, const char *reason)
+{
+        MDB_val k = str_val(id), v;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        bool indexed;
+        int rc;
+
+        if (!*id || strlen(id) > (size_t)mdb_env_get_maxkeysize(c->env))
+                return 0;
+        rc = mdb_del(txn, c->dbi[DB_RECORDS], &k, NULL);
+        if (rc == MDB_NOTFOUND)
+                return 0; /* unknown, or tombstoned already */
+        if (rc)
+                return rc;
+        mdb_del(txn, c->dbi[DB_DOCS], &k, NULL);
+        mdb_del(txn, c->dbi[DB_SEEN], &k, NULL);
+        indexed = mdb_del(txn, c->dbi[DB_VECTORS], &k, NULL) == 0;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 2);
+        wire_pack_kv_str(&pk, "reason", reason);
+        wire_pack_kv_u64(&pk, "at", (uint64_t)time(NULL));
+        v.mv_size = sb.size;
+        v.mv_data = sb.data;
+        rc = mdb_put(txn, c->dbi[DB_GONE], &k, &v, 0);
+        msgpack_sbuffer_destroy(&sb);
+        if (!rc && indexed)
+                rc = append_change(c, txn, "del", id);
+        if (!rc)
+                log_info("tombstoned %s: %s", id, reason);
+        return rc;
+}
+
+/*
+ * A Hugging Face record is one repo at one commit (hf:<repo>@<sha>): a new
+ * commit supersedes the others of the repo, which are tombstoned.
+ */
+static int supersede(struct catalog *c, MDB_txn *txn, const char *id, struct arena *a)
+{
+        const char *at = strrchr(id, '@');
+        char *old[16];
+        size_t prefix, n = 0;
+        MDB_cursor *cur;
+        MDB_val k, v;
+        int rc;
+
+        if (strncmp(id, "hf:", 3) || !at)
+                return 0;
+        prefix = (size_t)(at - id) + 1; /* "hf:<repo>@" */
+        rc = mdb_cursor_open(txn, c->dbi[DB_RECORDS], &cur);
+        if (rc)
+                return rc;
+        k.mv_size = prefix;
+        k.mv_data = (void *)id;
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !rc && n < 16;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                if (k.mv_size < prefix || memcmp(k.mv_data, id, prefix))
+                        break;
+                /* "hf:<repo>@..." with no second '@': another commit of this repo */
+                if (!memchr((char *)k.mv_data + prefix, '@', k.mv_size - prefix) &&
+                    (old[n] = arena_strndup(a, k.mv_data, k.mv_size)) != NULL)
+                        n++;
+        }
+        mdb_cursor_close(cur);
+        if (rc && rc != MDB_NOTFOUND)
+                return rc;
+        rc = 0;
+        for (size_t i = 0; i < n && !rc; i++)
+                if (strcmp(old[i], id))
+                        rc = tombstone(c, txn, old[i], "superseded by a newer commit");
+        return rc;
+}
+
+/*
+ * Store one crawled record when new or changed and queue its next stage
+ * (images when that stage is on and the record has images, else refine);
+ * mark it seen by pass.
+ */
+static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o, uint64_t pass,
                         struct catalog_crawl_counts *counts)
 {
         struct st_raw_record r;
@@ -558,6 +696,9 @@ static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o
                 rc = 0;
                 goto out;
         }
+        rc = mark_seen(c, txn, r.id, pass);
+        if (rc)
+                goto out;
         k = str_val(r.id);
         rc = mdb_get(txn, c->dbi[DB_RECORDS], &k, &v);
         if (rc == 0) {
@@ -571,6 +712,10 @@ static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o
                 counts->changed++;
         } else if (rc == MDB_NOTFOUND) {
                 counts->added++;
+                rc = supersede(c, txn, r.id, &a);
+                if (rc)
+                        goto out;
+                mdb_del(txn, c->dbi[DB_GONE], &k, NULL); /* back from the dead */
         } else {
                 goto out;
         }
@@ -578,11 +723,124 @@ static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o
         v.mv_data = buf;
         rc = mdb_put(txn, c->dbi[DB_RECORDS], &k, &v, 0);
         if (!rc)
-                rc = enqueue_id(c, txn, STAGE_REFINE, r.id);
+                rc =
+                    enqueue_id(c, txn, c->images && r.n_images ? STAGE_IMAGES : STAGE_REFINE, r.id);
 out:
         free(buf);
         arena_release(&a);
         return rc;
+}
+
+/* Each str of the array at key, NUL-terminated in a; bad entries skipped. */
+static size_t str_list(const msgpack_object *payload, const char *key, struct arena *a, char ***out)
+{
+        const msgpack_object *arr = wire_get(payload, key);
+        size_t n = 0;
+
+        *out = NULL;
+        if (!arr || arr->type != MSGPACK_OBJECT_ARRAY || !arr->via.array.size)
+                return 0;
+        *out = arena_alloc(a, arr->via.array.size * sizeof(char *));
+        if (!*out)
+                return 0;
+        for (uint32_t i = 0; i < arr->via.array.size; i++) {
+                const msgpack_object *o = &arr->via.array.ptr[i];
+
+                if (o->type != MSGPACK_OBJECT_STR || !o->via.str.size ||
+                    memchr(o->via.str.ptr, '\0', o->via.str.size))
+                        continue;
+                (*out)[n] = arena_strndup(a, o->via.str.ptr, o->via.str.size);
+                if ((*out)[n])
+                        n++;
+        }
+        return n;
+}
+
+/*
+ * After a full pass of source: every record of the source that the pass did
+ * not list is checked with the source, CHECK_IDS ids per crawl job; those
+ * it answers 404/410 for come back as "gone" and are tombstoned.
+ */
+static int queue_checks(struct catalog *c, MDB_txn *txn, const char *source, uint64_t pass,
+                        size_t *queued)
+{
+        size_t prefix = strlen(source);
+        msgpack_sbuffer ids;
+        msgpack_packer ipk;
+        size_t n = 0;
+        MDB_cursor *cur;
+        MDB_val k, v;
+        int rc;
+
+        *queued = 0;
+        msgpack_sbuffer_init(&ids);
+        msgpack_packer_init(&ipk, &ids, msgpack_sbuffer_write);
+        rc = mdb_cursor_open(txn, c->dbi[DB_RECORDS], &cur);
+        if (rc)
+                return rc;
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc || n;
+             rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                MDB_val sv;
+                uint64_t seen = 0;
+
+                if (!rc) {
+                        if (k.mv_size <= prefix + 1 || memcmp(k.mv_data, source, prefix) ||
+                            ((char *)k.mv_data)[prefix] != ':')
+                                continue;
+                        if (!mdb_get(txn, c->dbi[DB_SEEN], &k, &sv) && sv.mv_size == 8)
+                                memcpy(&seen, sv.mv_data, 8);
+                        if (seen >= pass)
+                                continue;
+                        msgpack_pack_str(&ipk, k.mv_size);
+                        msgpack_pack_str_body(&ipk, k.mv_data, k.mv_size);
+                        n++;
+                        if (n < CHECK_IDS)
+                                continue;
+                }
+                {
+                        msgpack_sbuffer sb;
+                        msgpack_packer pk;
+                        int qrc;
+
+                        msgpack_sbuffer_init(&sb);
+                        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+                        msgpack_pack_map(&pk, 2);
+                        wire_pack_kv_str(&pk, "source", source);
+                        wire_pack_key(&pk, "check");
+                        msgpack_pack_array(&pk, n);
+                        msgpack_sbuffer_write(&sb, ids.data, ids.size);
+                        qrc = enqueue(c, txn, STAGE_CRAWL, &sb);
+                        msgpack_sbuffer_destroy(&sb);
+                        ids.size = 0;
+                        *queued += n;
+                        n = 0;
+                        if (qrc) {
+                                rc = qrc;
+                                break;
+                        }
+                }
+        }
+        mdb_cursor_close(cur);
+        msgpack_sbuffer_destroy(&ids);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* The queued crawl job job_id, decoded into u (MDB_NOTFOUND: applied already). */
+static int job_get(struct catalog *c, MDB_txn *txn, enum catalog_stage s, uint64_t job_id,
+                   msgpack_unpacked *u)
+{
+        unsigned char key[8];
+        MDB_val k = {8, key}, v;
+        size_t off = 0;
+        int rc;
+
+        be64(key, job_id);
+        rc = mdb_get(txn, jobs_dbi(c, s), &k, &v);
+        if (rc)
+                return rc;
+        if (msgpack_unpack_next(u, v.mv_data, v.mv_size, &off) != MSGPACK_UNPACK_SUCCESS)
+                return MDB_CORRUPTED;
+        return 0;
 }
 
 static int apply_crawl_once(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
@@ -593,6 +851,11 @@ static int apply_crawl_once(struct catalog *c, uint64_t job_id, const msgpack_ob
         const msgpack_object *records = wire_get(payload, "records");
         const msgpack_object *cursor = wire_get(payload, "next_cursor");
         char *source = NULL, *next = NULL;
+        char **gone = NULL, **unchanged = NULL;
+        size_t n_gone, n_unchanged;
+        bool check = false, stop = false;
+        uint64_t pass;
+        msgpack_unpacked job;
         MDB_txn *txn;
         int rc;
 
@@ -607,28 +870,54 @@ static int apply_crawl_once(struct catalog *c, uint64_t job_id, const msgpack_ob
                 return st_fail(err, ST_EPROTO,
                                "crawl result needs source, records and next_cursor (str or nil)");
         }
+        wire_get_bool(payload, "stop", &stop);
+        n_gone = str_list(payload, "gone", &a, &gone);
+        n_unchanged = str_list(payload, "unchanged", &a, &unchanged);
+        msgpack_unpacked_init(&job);
         rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
         if (rc)
                 goto out;
-        rc = job_exists(c, txn, STAGE_CRAWL, job_id);
-        for (uint32_t i = 0; i < records->via.array.size && !rc; i++)
-                rc = apply_record(c, txn, &records->via.array.ptr[i], counts);
+        rc = job_get(c, txn, STAGE_CRAWL, job_id, &job);
+        if (!rc)
+                check = wire_get(&job.data, "check") != NULL;
         if (!rc)
                 rc = source_get(c, txn, source, &a, &st);
-        if (!rc) {
+        pass = st.passes + 1;
+        for (uint32_t i = 0; i < records->via.array.size && !rc; i++)
+                rc = apply_record(c, txn, &records->via.array.ptr[i], pass, counts);
+        for (size_t i = 0; i < n_unchanged && !rc; i++) {
+                MDB_val k = str_val(unchanged[i]), v;
+
+                if (strlen(unchanged[i]) <= (size_t)mdb_env_get_maxkeysize(c->env) &&
+                    !mdb_get(txn, c->dbi[DB_RECORDS], &k, &v)) {
+                        rc = mark_seen(c, txn, unchanged[i], pass);
+                        counts->unchanged++;
+                }
+        }
+        for (size_t i = 0; i < n_gone && !rc; i++) {
+                rc = tombstone(c, txn, gone[i], "the source answers 404/410");
+                counts->gone++;
+        }
+        if (!rc && !check) {
+                /* A page of the pass: move the cursor on, or end the pass. */
+                if (stop)
+                        next = NULL;
                 st.pages++;
                 st.cursor = next;
                 st.done = next == NULL;
                 if (st.done)
                         st.passes++;
                 rc = source_put(c, txn, source, &st);
+                if (!rc && next)
+                        rc = enqueue_crawl(c, txn, source, next, st.incremental);
+                if (!rc && st.done && !st.incremental)
+                        rc = queue_checks(c, txn, source, pass, &counts->checks);
         }
-        if (!rc && next)
-                rc = enqueue_crawl(c, txn, source, next);
         if (!rc)
                 rc = delete_job(c, txn, STAGE_CRAWL, job_id);
         rc = finish(txn, rc);
 out:
+        msgpack_unpacked_destroy(&job);
         arena_release(&a);
         return rc;
 }
@@ -854,7 +1143,7 @@ static int pack_payload(struct catalog *c, MDB_txn *txn, enum catalog_stage s, c
         if (msgpack_unpack_next(&u, job->mv_data, job->mv_size, &off) == MSGPACK_UNPACK_SUCCESS &&
             !wire_get_str(&u.data, "id", &a, &id)) {
                 msgpack_pack_map(pk, 1);
-                if (s == STAGE_REFINE)
+                if (s == STAGE_REFINE || s == STAGE_IMAGES)
                         rc = pack_stored(c, txn, DB_RECORDS, id, "record", pk);
                 else
                         rc = pack_stored(c, txn, DB_DOCS, id, "doc", pk);
@@ -888,8 +1177,12 @@ int catalog_pack_next_job(struct catalog *c, enum catalog_stage s, catalog_job_b
                 rc = pack_payload(c, txn, s, &v, pk);
                 if (rc) {
                         /* The record or doc went away: nothing to do; packing starts over. */
-                        log_warn("%s job %llu refers to a missing item", catalog_stage_name(s),
-                                 (unsigned long long)id);
+                        log_info("%s job %llu refers to a missing item: dropped",
+                                 catalog_stage_name(s), (unsigned long long)id);
+                        if (c->n_orphans < ORPHANS_MAX) {
+                                c->orphan_stage[c->n_orphans] = s;
+                                c->orphans[c->n_orphans++] = id;
+                        }
                         ((msgpack_sbuffer *)pk->data)->size = 0;
                         continue;
                 }
@@ -929,9 +1222,10 @@ static void pack_sources(struct catalog *c, MDB_txn *txn, msgpack_packer *pk)
                 source_get(c, txn, name, &a, &st);
                 msgpack_pack_str(pk, k.mv_size);
                 msgpack_pack_str_body(pk, k.mv_data, k.mv_size);
-                msgpack_pack_map(pk, 4);
+                msgpack_pack_map(pk, 5);
                 wire_pack_kv_str(pk, "cursor", st.cursor);
                 wire_pack_kv_bool(pk, "done", st.done);
+                wire_pack_kv_str(pk, "kind", st.incremental ? "incremental" : "full");
                 wire_pack_kv_u64(pk, "pages", st.pages);
                 wire_pack_kv_u64(pk, "passes", st.passes);
         }
@@ -998,7 +1292,7 @@ int catalog_pack_status(struct catalog *c, const size_t leased[STAGE_COUNT], siz
         if (rc)
                 return ST_EDB;
         meta_get_u64(c, txn, "head_seq", &head);
-        msgpack_pack_map(pk, 9);
+        msgpack_pack_map(pk, 10);
         wire_pack_kv_u64(pk, "records", db_count(c, txn, DB_RECORDS));
         wire_pack_kv_u64(pk, "docs", db_count(c, txn, DB_DOCS));
         wire_pack_kv_u64(pk, "vectors", db_count(c, txn, DB_VECTORS));
@@ -1018,7 +1312,8 @@ int catalog_pack_status(struct catalog *c, const size_t leased[STAGE_COUNT], siz
                 wire_pack_kv_u64(pk, "leased", leased[s]);
         }
         mdb_txn_abort(txn);
-        return 0;
+        wire_pack_key(pk, "changelog");
+        return catalog_pack_subscribers(c, pk);
 }
 
 static int requeue_dead_once(struct catalog *c, int stage, size_t *n)
@@ -1153,6 +1448,23 @@ int catalog_pack_changes(struct catalog *c, uint64_t from_seq, size_t max, uint6
                 return ST_EINVAL;
         }
         meta_get_u64(c, txn, "head_seq", &head);
+        if (from_seq < head) {
+                uint64_t low = 0;
+
+                meta_get_u64(c, txn, "low_seq", &low);
+                if (from_seq < low) {
+                        /* Entries it needs were compacted: it must take a snapshot. */
+                        mdb_txn_abort(txn);
+                        msgpack_pack_map(pk, 5);
+                        wire_pack_key(pk, "entries");
+                        msgpack_pack_array(pk, 0);
+                        wire_pack_kv_u64(pk, "last_seq", from_seq);
+                        wire_pack_kv_u64(pk, "head_seq", head);
+                        wire_pack_kv_u64(pk, "low_seq", low);
+                        wire_pack_kv_bool(pk, "resnapshot", true);
+                        return 0;
+                }
+        }
         msgpack_sbuffer_init(&entries);
         msgpack_packer_init(&epk, &entries, msgpack_sbuffer_write);
         arena_init(&a, 1 << 20);
@@ -1208,16 +1520,359 @@ uint64_t catalog_head_seq(struct catalog *c)
         return head;
 }
 
+/* ---- images stage ---- */
+
+void catalog_set_images(struct catalog *c, bool on)
+{
+        c->images = on;
+}
+
+/*
+ * Apply an images RESULT ({id, content_hash, images: [{url, sha256?, bytes,
+ * error?}]}): the record's images get the sha256 of their stored bytes (its
+ * content_hash stays the crawled one: the hash of the record as the source
+ * gave it), and its refine job is queued.  Stale results are dropped.
+ */
+static int apply_images_once(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+                             size_t *stored, struct st_error *err)
+{
+        const msgpack_object *images = wire_get(payload, "images");
+        struct st_raw_record r;
+        struct arena a;
+        char *id = NULL, *hash = NULL, *buf = NULL;
+        size_t len;
+        MDB_txn *txn;
+        MDB_val k, v;
+        int rc;
+
+        *stored = 0;
+        arena_init(&a, DECODE_LIMIT);
+        if (wire_get_str(payload, "id", &a, &id) ||
+            wire_get_str(payload, "content_hash", &a, &hash) || !images ||
+            images->type != MSGPACK_OBJECT_ARRAY) {
+                arena_release(&a);
+                return st_fail(err, ST_EPROTO, "images result needs id, content_hash and images");
+        }
+        rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
+        if (rc)
+                goto out;
+        rc = job_exists(c, txn, STAGE_IMAGES, job_id);
+        k = str_val(id);
+        if (!rc && strlen(id) <= (size_t)mdb_env_get_maxkeysize(c->env))
+                rc = mdb_get(txn, c->dbi[DB_RECORDS], &k, &v);
+        else if (!rc)
+                rc = MDB_NOTFOUND;
+        if (!rc && st_raw_record_from_msgpack(v.mv_data, v.mv_size, &a, &r, NULL))
+                rc = MDB_CORRUPTED;
+        if (rc == MDB_NOTFOUND) {
+                rc = delete_job(c, txn, STAGE_IMAGES, job_id); /* the record went away */
+                goto done;
+        }
+        if (rc)
+                goto done;
+        if (!r.content_hash || strcmp(r.content_hash, hash)) {
+                log_info("dropped stale images of %s", id);
+                rc = delete_job(c, txn, STAGE_IMAGES, job_id);
+                goto done;
+        }
+        for (uint32_t i = 0; i < images->via.array.size; i++) {
+                const msgpack_object *im = &images->via.array.ptr[i];
+                char *url = NULL, *sha = NULL;
+
+                if (wire_get_str(im, "url", &a, &url) || wire_get_str(im, "sha256", &a, &sha) ||
+                    strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64)
+                        continue;
+                for (size_t j = 0; j < r.n_images; j++)
+                        if (r.images[j].url && !strcmp(r.images[j].url, url)) {
+                                r.images[j].sha256 = sha;
+                                (*stored)++;
+                        }
+        }
+        rc = st_raw_record_to_msgpack(&r, &buf, &len) ? MDB_PANIC : 0;
+        if (!rc && len > ST_LIMIT_RECORD)
+                rc = ST_ETOOBIG;
+        if (!rc) {
+                v.mv_size = len;
+                v.mv_data = buf;
+                rc = mdb_put(txn, c->dbi[DB_RECORDS], &k, &v, 0);
+        }
+        if (rc == ST_ETOOBIG) {
+                log_warn("%s: record with image hashes over the size limit; kept without", id);
+                rc = 0;
+        }
+        if (!rc)
+                rc = enqueue_id(c, txn, STAGE_REFINE, id);
+        if (!rc)
+                rc = delete_job(c, txn, STAGE_IMAGES, job_id);
+done:
+        rc = finish(txn, rc);
+out:
+        free(buf);
+        arena_release(&a);
+        return rc;
+}
+
+/* ---- orphaned jobs ---- */
+
+static int drop_orphans_once(struct catalog *c)
+{
+        MDB_txn *txn;
+        int rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
+
+        for (size_t i = 0; i < c->n_orphans && !rc; i++)
+                rc = delete_job(c, txn, c->orphan_stage[i], c->orphans[i]);
+        if (rc) {
+                mdb_txn_abort(txn);
+                return rc;
+        }
+        rc = mdb_txn_commit(txn);
+        if (!rc)
+                c->n_orphans = 0;
+        return rc;
+}
+
+/* ---- changelog subscribers, compaction and snapshots ---- */
+
+static int note_subscriber_once(struct catalog *c, const char *name, uint64_t shard,
+                                uint64_t shards, uint64_t seq)
+{
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        MDB_txn *txn;
+        MDB_val k = str_val(name), v;
+        int rc;
+
+        if (!*name || strlen(name) > (size_t)mdb_env_get_maxkeysize(c->env))
+                return 0;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 4);
+        wire_pack_kv_u64(&pk, "seq", seq);
+        wire_pack_kv_u64(&pk, "shard", shard);
+        wire_pack_kv_u64(&pk, "shards", shards);
+        wire_pack_kv_u64(&pk, "seen", (uint64_t)time(NULL));
+        v.mv_size = sb.size;
+        v.mv_data = sb.data;
+        rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
+        if (!rc)
+                rc = finish(txn, mdb_put(txn, c->dbi[DB_SUBSCRIBERS], &k, &v, 0));
+        msgpack_sbuffer_destroy(&sb);
+        return rc;
+}
+
+/*
+ * Drop subscribers not heard from for ttl seconds, then delete changelog
+ * entries every remaining subscriber has applied (all of them when none is
+ * registered: a newcomer takes a snapshot), at most max per call.
+ */
+static int compact_once(struct catalog *c, uint64_t ttl, size_t max, size_t *deleted,
+                        size_t *dropped)
+{
+        uint64_t now = (uint64_t)time(NULL), low = 0, head = 0, upto;
+        MDB_txn *txn;
+        MDB_cursor *cur = NULL;
+        MDB_val k, v;
+        int rc = mdb_txn_begin(c->env, c->batch, 0, &txn);
+
+        *deleted = *dropped = 0;
+        if (rc)
+                return rc;
+        meta_get_u64(c, txn, "head_seq", &head);
+        meta_get_u64(c, txn, "low_seq", &low);
+        upto = head;
+        rc = mdb_cursor_open(txn, c->dbi[DB_SUBSCRIBERS], &cur);
+        for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                msgpack_unpacked u;
+                size_t off = 0;
+                uint64_t seq = 0, seen = 0;
+
+                msgpack_unpacked_init(&u);
+                if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, &off) == MSGPACK_UNPACK_SUCCESS) {
+                        wire_get_u64(&u.data, "seq", &seq);
+                        wire_get_u64(&u.data, "seen", &seen);
+                }
+                msgpack_unpacked_destroy(&u);
+                if (seen + ttl < now) {
+                        log_info("changelog subscriber %.*s silent for %llu s: dropped (it "
+                                 "re-snapshots if it comes back behind the compacted entries)",
+                                 (int)k.mv_size, (char *)k.mv_data,
+                                 (unsigned long long)(now - seen));
+                        rc = mdb_cursor_del(cur, 0);
+                        if (rc)
+                                break;
+                        (*dropped)++;
+                        continue;
+                }
+                if (seq < upto)
+                        upto = seq;
+        }
+        if (cur)
+                mdb_cursor_close(cur);
+        if (rc && rc != MDB_NOTFOUND) {
+                mdb_txn_abort(txn);
+                return rc;
+        }
+        rc = 0;
+        if (upto > low) {
+                rc = mdb_cursor_open(txn, c->dbi[DB_CHANGELOG], &cur);
+                for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && *deleted < max;
+                     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                        uint64_t seq = k.mv_size == 8 ? from_be64(k.mv_data) : 0;
+
+                        if (seq > upto)
+                                break;
+                        rc = mdb_cursor_del(cur, 0);
+                        if (rc)
+                                break;
+                        low = seq;
+                        (*deleted)++;
+                }
+                if (cur)
+                        mdb_cursor_close(cur);
+                if (rc == MDB_NOTFOUND || !rc) {
+                        /* Up to upto when the walk ended there, else to the last deleted. */
+                        if (*deleted < max)
+                                low = upto;
+                        rc = meta_put_u64(c, txn, "low_seq", low);
+                }
+        }
+        return finish(txn, rc);
+}
+
+int catalog_pack_snapshot(struct catalog *c, const char *after, size_t max, uint64_t shard,
+                          uint64_t shards, msgpack_packer *pk)
+{
+        msgpack_sbuffer entries;
+        msgpack_packer epk;
+        struct arena a;
+        MDB_txn *txn;
+        MDB_cursor *cur = NULL;
+        MDB_val k, v;
+        uint64_t head = 0;
+        size_t n = 0, scanned = 0;
+        char *next = NULL, *last = NULL;
+        int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+
+        if (rc)
+                return ST_EDB;
+        if (shards == 0 || shard >= shards || !after || max == 0 ||
+            strlen(after) > (size_t)mdb_env_get_maxkeysize(c->env)) {
+                mdb_txn_abort(txn);
+                return ST_EINVAL;
+        }
+        meta_get_u64(c, txn, "head_seq", &head);
+        msgpack_sbuffer_init(&entries);
+        msgpack_packer_init(&epk, &entries, msgpack_sbuffer_write);
+        arena_init(&a, 1 << 20);
+        rc = mdb_cursor_open(txn, c->dbi[DB_VECTORS], &cur);
+        k = str_val(after);
+        if (!rc)
+                rc = *after ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+                            : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        /* Ids after `after`: skip after itself. */
+        if (!rc && *after && k.mv_size == strlen(after) && !memcmp(k.mv_data, after, k.mv_size))
+                rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        for (; !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                char idbuf[ST_LIMIT_STRING + 1];
+                msgpack_object e;
+                msgpack_object_kv kv[2];
+
+                if (scanned == max) {
+                        next = last; /* more follow: the next page starts after the last id */
+                        break;
+                }
+                scanned++;
+                last = arena_strndup(&a, k.mv_data, k.mv_size);
+                if (k.mv_size > ST_LIMIT_STRING)
+                        continue;
+                memcpy(idbuf, k.mv_data, k.mv_size);
+                idbuf[k.mv_size] = '\0';
+                if (wire_id_hash(idbuf) % shards != shard)
+                        continue;
+                /* A put entry of the current doc and vector, as pack_change() makes. */
+                kv[0].key.type = MSGPACK_OBJECT_STR;
+                kv[0].key.via.str.ptr = "op";
+                kv[0].key.via.str.size = 2;
+                kv[0].val.type = MSGPACK_OBJECT_STR;
+                kv[0].val.via.str.ptr = "put";
+                kv[0].val.via.str.size = 3;
+                kv[1].key.type = MSGPACK_OBJECT_STR;
+                kv[1].key.via.str.ptr = "id";
+                kv[1].key.via.str.size = 2;
+                kv[1].val.type = MSGPACK_OBJECT_STR;
+                kv[1].val.via.str.ptr = idbuf;
+                kv[1].val.via.str.size = (uint32_t)k.mv_size;
+                e.type = MSGPACK_OBJECT_MAP;
+                e.via.map.size = 2;
+                e.via.map.ptr = kv;
+                if (!pack_change(c, txn, head, &e, &a, &epk))
+                        n++;
+        }
+        /* After the last vector the walk ends (MDB_NOTFOUND); next stays NULL. */
+        msgpack_pack_map(pk, 3);
+        wire_pack_key(pk, "entries");
+        msgpack_pack_array(pk, n);
+        msgpack_sbuffer_write(pk->data, entries.data, entries.size);
+        wire_pack_kv_str(pk, "next", next);
+        wire_pack_kv_u64(pk, "head_seq", head);
+        if (cur)
+                mdb_cursor_close(cur);
+        mdb_txn_abort(txn);
+        arena_release(&a);
+        msgpack_sbuffer_destroy(&entries);
+        return 0;
+}
+
+int catalog_pack_subscribers(struct catalog *c, msgpack_packer *pk)
+{
+        MDB_txn *txn;
+        MDB_cursor *cur = NULL;
+        MDB_val k, v;
+        uint64_t low = 0;
+        size_t n;
+        int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+
+        if (rc) {
+                msgpack_pack_nil(pk); /* the value the caller's key waits for */
+                return ST_EDB;
+        }
+        meta_get_u64(c, txn, "low_seq", &low);
+        n = db_count(c, txn, DB_SUBSCRIBERS);
+        msgpack_pack_map(pk, 3);
+        wire_pack_kv_u64(pk, "low_seq", low);
+        wire_pack_kv_u64(pk, "tombstones", db_count(c, txn, DB_GONE));
+        wire_pack_key(pk, "subscribers");
+        msgpack_pack_map(pk, n);
+        rc = mdb_cursor_open(txn, c->dbi[DB_SUBSCRIBERS], &cur);
+        for (size_t i = 0; !rc && i < n; i++) {
+                rc = mdb_cursor_get(cur, &k, &v, i ? MDB_NEXT : MDB_FIRST);
+                if (rc) {
+                        msgpack_pack_nil(pk);
+                        msgpack_pack_nil(pk);
+                        continue;
+                }
+                msgpack_pack_str(pk, k.mv_size);
+                msgpack_pack_str_body(pk, k.mv_data, k.mv_size);
+                msgpack_sbuffer_write(pk->data, v.mv_data, v.mv_size);
+        }
+        if (cur)
+                mdb_cursor_close(cur);
+        mdb_txn_abort(txn);
+        return 0;
+}
+
 /* ---- write functions: each retried after the map grew ---- */
 
-int catalog_start_source(struct catalog *c, const char *source, bool restart, struct st_error *err)
+int catalog_start_source(struct catalog *c, const char *source, bool restart, bool incremental,
+                         struct st_error *err)
 {
         bool again;
         int rc;
 
         do
-                rc = finish_write(c, start_source_once(c, source, restart), "start source", &again,
-                                  err);
+                rc = finish_write(c, start_source_once(c, source, restart, incremental),
+                                  "start source", &again, err);
         while (again);
         return rc;
 }
@@ -1269,6 +1924,58 @@ int catalog_bury_job(struct catalog *c, enum catalog_stage s, uint64_t job_id, c
 
         do
                 rc = finish_write(c, bury_job_once(c, s, job_id, why), "bury job", &again, err);
+        while (again);
+        return rc;
+}
+
+int catalog_apply_images(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+                         size_t *stored, struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        do
+                rc = finish_write(c, apply_images_once(c, job_id, payload, stored, err),
+                                  "apply images", &again, err);
+        while (again);
+        return rc;
+}
+
+int catalog_drop_orphans(struct catalog *c, struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        if (!c->n_orphans)
+                return 0;
+        do
+                rc = finish_write(c, drop_orphans_once(c), "drop orphaned jobs", &again, err);
+        while (again);
+        return rc;
+}
+
+int catalog_note_subscriber(struct catalog *c, const char *name, uint64_t shard, uint64_t shards,
+                            uint64_t seq, struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        do
+                rc = finish_write(c, note_subscriber_once(c, name, shard, shards, seq),
+                                  "note subscriber", &again, err);
+        while (again);
+        return rc;
+}
+
+int catalog_compact_changelog(struct catalog *c, uint64_t ttl, size_t max, size_t *deleted,
+                              size_t *dropped, struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        do
+                rc = finish_write(c, compact_once(c, ttl, max, deleted, dropped),
+                                  "compact the changelog", &again, err);
         while (again);
         return rc;
 }

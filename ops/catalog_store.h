@@ -26,11 +26,12 @@
 #include "proto/doc.h"
 #include "proto/errors.h"
 
-enum catalog_stage { STAGE_CRAWL, STAGE_REFINE, STAGE_EMBED, STAGE_COUNT };
+/* Stage numbers are stored in dead-letter keys: append, never renumber. */
+enum catalog_stage { STAGE_CRAWL, STAGE_REFINE, STAGE_EMBED, STAGE_IMAGES, STAGE_COUNT };
 
 struct catalog;
 
-/* "crawl", "refine", "embed"; catalog_stage_from_name gives STAGE_COUNT for others. */
+/* "crawl", "refine", "embed", "images"; catalog_stage_from_name gives STAGE_COUNT for others. */
 const char *catalog_stage_name(enum catalog_stage s);
 enum catalog_stage catalog_stage_from_name(const char *name);
 
@@ -104,21 +105,30 @@ void catalog_close(struct catalog **c);
 /*
  * Make sure source is being crawled: if it has no pending crawl job and its
  * pass is not done, queue one from its saved cursor.  With restart, a done
- * source starts a new pass from the beginning.
+ * source starts a new pass from the beginning: incremental (newest first,
+ * ends where the source has nothing new) or full (every page; when it ends,
+ * the records it did not list are checked, and those the source no longer
+ * has are tombstoned).
  */
-int catalog_start_source(struct catalog *c, const char *source, bool restart, struct st_error *err);
+int catalog_start_source(struct catalog *c, const char *source, bool restart, bool incremental,
+                         struct st_error *err);
 
 struct catalog_crawl_counts {
         size_t added;     /* new ids */
         size_t changed;   /* known ids whose content hash changed */
         size_t unchanged; /* same content hash: no work queued */
         size_t rejected;  /* records that failed validation */
+        size_t gone;      /* ids the source answered 404/410 for: tombstoned */
+        size_t checks;    /* ids queued for a check after a full pass ended */
 };
 
 /*
  * Apply the RESULT payload of crawl job job_id ({source, records,
- * next_cursor}): store new and changed records, queue a refine job for each,
- * save the cursor, queue the next page or mark the pass done, delete the job.
+ * next_cursor, and optionally unchanged [ids], gone [ids], stop}): store new
+ * and changed records and queue their next stage, mark listed ids seen,
+ * tombstone gone ids, save the cursor, queue the next page or end the pass
+ * (stop ends an incremental pass early), delete the job.  A check job (one
+ * with check: [ids]) moves no cursor.
  */
 int catalog_apply_crawl(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
                         struct catalog_crawl_counts *counts, struct st_error *err);
@@ -169,5 +179,56 @@ int catalog_pack_changes(struct catalog *c, uint64_t from_seq, size_t max, uint6
 
 /* Highest changelog sequence number (0 when empty). */
 uint64_t catalog_head_seq(struct catalog *c);
+
+/*
+ * Pack the SNAPSHOT reply for a subscriber that must (re)build its copy
+ * (proto/wire.h): the current doc and vector of every id after `after` ("" to
+ * start) that belongs to shard of shards, as "put" entries, scanning at most
+ * max ids; next is the id to continue after (nil when done); head_seq the
+ * changelog head when this page was read.  A subscriber follows the
+ * changelog from the head_seq of its first page once it has every page:
+ * changes made while it copies come to it that way (zguide's Clone).
+ */
+int catalog_pack_snapshot(struct catalog *c, const char *after, size_t max, uint64_t shard,
+                          uint64_t shards, msgpack_packer *pk);
+
+/*
+ * Record that subscriber `name` (a shard replica) has applied the changelog
+ * up to seq; compaction keeps every entry after the lowest such seq.
+ */
+int catalog_note_subscriber(struct catalog *c, const char *name, uint64_t shard, uint64_t shards,
+                            uint64_t seq, struct st_error *err);
+
+/*
+ * Compaction: forget subscribers silent for ttl seconds, then delete (at
+ * most max) changelog entries that every remaining subscriber has applied;
+ * with none registered, every entry goes.  The "low_seq" mark rises with
+ * them: a SYNC from below it gets resnapshot (catalog_pack_changes()).
+ */
+int catalog_compact_changelog(struct catalog *c, uint64_t ttl, size_t max, size_t *deleted,
+                              size_t *dropped, struct st_error *err);
+
+/* Pack {low_seq, tombstones, subscribers {name: {seq, shard, shards, seen}}} for STATUS. */
+int catalog_pack_subscribers(struct catalog *c, msgpack_packer *pk);
+
+/*
+ * The images stage: when on, a new or changed record with images gets an
+ * images job before its refine job (default off: straight to refine).
+ */
+void catalog_set_images(struct catalog *c, bool on);
+
+/*
+ * Apply an images RESULT ({id, content_hash, images: [{url, sha256, bytes,
+ * error}]}): the record's images get their sha256, its refine job is
+ * queued, the job deleted; *stored counts the images that got a hash.
+ */
+int catalog_apply_images(struct catalog *c, uint64_t job_id, const msgpack_object *payload,
+                         size_t *stored, struct st_error *err);
+
+/*
+ * Delete the queued jobs that catalog_pack_next_job() found referring to
+ * a record or doc that is gone (tombstoned since they were queued).
+ */
+int catalog_drop_orphans(struct catalog *c, struct st_error *err);
 
 #endif

@@ -18,13 +18,25 @@
  *   command    from     body keys (type)                 meaning
  *   READY      worker   stage (str), idle (bool)         one credit: send me one job of stage
  *   JOB        catalog  job_id (uint), stage (str),      a leased job; payload by stage:
- *                       payload (map)                      crawl  {source, cursor}
+ *                       payload (map)                      crawl  {source, cursor, pass
+ *                                                                  ("incremental"; absent: full)}
+ *                                                                 or {source, check: [ids]}: verify
+ *                                                                  those ids with the source
+ *                                                          images {record: raw_record}
  *                                                          refine {record: raw_record}
  *                                                          embed  {doc: st_doc}
  *   RESULT     worker   job_id, stage, ok (bool),        result of a job; payload when ok:
  *                       error (str, when !ok),             crawl  {source, records [raw_record],
  *                       payload (map, when ok)                     next_cursor (str|nil),
- *                                                                  skipped (uint)}
+ *                                                                  skipped (uint), and optional
+ *                                                                  unchanged [ids] (not rebuilt:
+ *                                                                  a 304 or the same HF sha),
+ *                                                                  gone [ids] (404/410: they are
+ *                                                                  tombstoned), stop (bool: an
+ *                                                                  incremental pass reached known
+ *                                                                  ground and ends)}
+ *                                                          images {id, content_hash, images
+ *                                                                  [{url, sha256 | error, bytes}]}
  *                                                          refine {doc: st_doc}
  *                                                          embed  {id, content_hash, model (str),
  *                                                                  dim (uint), vector (bin f32 LE)}
@@ -37,15 +49,28 @@
  *   STATUS     client   (none)                               ask for counters
  *   STATUS     catalog  records, docs, vectors, dead,        counters (uint) and jobs per stage:
  *                       head_seq, workers, sources {name:    jobs {stage: {pending, leased}};
- *                       {cursor, done, pages, passes}}, jobs, dead_letters: the first 20
- *                       dead_letters [{stage, job_id, error}]
+ *                       {cursor, done, kind, pages,          dead_letters: the first 20;
+ *                       passes}}, jobs, dead_letters         changelog {low_seq, tombstones,
+ *                       [{stage, job_id, error}], changelog  subscribers {name: {seq, shard,
+ *                                                            shards, seen (unix s)}}}
  *   REQUEUE    client   stage (str, optional)                dead letters back in their queues
  *   REQUEUED   catalog  requeued (uint) or error (str)       how many went back
  *   SYNC       shard    from_seq (uint), max (uint),         changelog entries after from_seq that
- *                       shard (uint), shards (uint)          belong to shard (hash(id) mod shards)
+ *                       shard (uint), shards (uint),         belong to shard (hash(id) mod shards);
+ *                       subscriber (str, optional)           a named subscriber's from_seq is kept:
+ *                                                            compaction spares what it still needs
  *   CHANGES    catalog  entries [{seq, op ("put"|"del"), id,  at most max scanned; doc (bin msgpack
  *                       doc (bin), vector (bin), model}],    st_doc), vector, model only for "put"
- *                       last_seq (uint), head_seq (uint)     last_seq: last entry scanned
+ *                       last_seq (uint), head_seq (uint),    last_seq: last entry scanned;
+ *                       resnapshot (bool), low_seq (uint)    resnapshot: entries after from_seq
+ *                                                            were compacted (up to low_seq): take
+ *                                                            a snapshot, then follow from its head
+ *   SNAPSHOT   shard    after (str, "" first), max, shard,   current docs of the shard by id, as
+ *                       shards, subscriber (optional)        "put" entries after id `after`
+ *   SNAPSHOT   catalog  entries [put entries as in CHANGES], at most max ids scanned; next: the
+ *                       next (str|nil), head_seq (uint)      `after` of the next page, nil at the
+ *                                                            end; follow the changelog from the
+ *                                                            head_seq of the first page
  *
  * Query node <-> shard
  *   QUERY      query    req_id (uint), model (str),          top-k by inner product; base_model

@@ -497,8 +497,8 @@ static void test_sources_and_crawl(struct catalog *c)
         CHECK(!source_status(c, "civitai").found);
 
         /* Starting a source queues one crawl job from the beginning, however often. */
-        CHECK(catalog_start_source(c, "civitai", false, &err) == 0);
-        CHECK(catalog_start_source(c, "civitai", false, &err) == 0);
+        CHECK(catalog_start_source(c, "civitai", false, false, &err) == 0);
+        CHECK(catalog_start_source(c, "civitai", false, false, &err) == 0);
         CHECK(pending(c, STAGE_CRAWL) == 1);
         sv = source_status(c, "civitai");
         CHECK(sv.found && !sv.done && sv.pages == 0 && sv.cursor[0] == '\0');
@@ -579,9 +579,9 @@ static void test_sources_and_crawl(struct catalog *c)
         CHECK(sv.done && sv.pages == 2 && sv.passes == 1 && sv.cursor[0] == '\0');
 
         /* A finished source stays finished unless restarted; a restart begins anew. */
-        CHECK(catalog_start_source(c, "civitai", false, &err) == 0);
+        CHECK(catalog_start_source(c, "civitai", false, false, &err) == 0);
         CHECK(pending(c, STAGE_CRAWL) == 0);
-        CHECK(catalog_start_source(c, "civitai", true, &err) == 0);
+        CHECK(catalog_start_source(c, "civitai", true, false, &err) == 0);
         CHECK(pending(c, STAGE_CRAWL) == 1);
         CHECK(!source_status(c, "civitai").done);
         CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &crawl_3, &payload) == 0);
@@ -763,6 +763,8 @@ static void test_docs_and_vectors(struct catalog *c)
 /* Every id that has a vector after test_docs_and_vectors and the hf crawl. */
 static char hf_ids[N_HF][64];
 
+static void answer_checks(struct catalog *c);
+
 static void crawl_hf(struct catalog *c)
 {
         struct catalog_crawl_counts counts;
@@ -778,7 +780,8 @@ static void crawl_hf(struct catalog *c)
                 snprintf(hf_ids[i], sizeof(hf_ids[i]), "hf:user%d/lora-%d@abc%d", i % 3, i, i);
                 make_record(&page[i], hf_ids[i], "hf", card_1);
         }
-        CHECK(catalog_start_source(c, "hf", false, &err) == 0);
+        answer_checks(c); /* records the last civitai pass did not list */
+        CHECK(catalog_start_source(c, "hf", false, false, &err) == 0);
         CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
         CHECK(str_is(wire_get(payload, "source"), "hf"));
         CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "hf", page, N_HF, NULL), &counts,
@@ -913,7 +916,7 @@ static void test_changes(struct catalog *c)
                 body_init(&job);
                 make_record(&r, id_a, "civitai", card_2);
                 record_hash(&r, new_hash);
-                CHECK(catalog_start_source(c, "civitai", true, &err) == 0);
+                CHECK(catalog_start_source(c, "civitai", true, false, &err) == 0);
                 CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
                 CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "civitai", &r, 1, NULL),
                                           &counts, &err) == 0);
@@ -942,6 +945,382 @@ static void test_changes(struct catalog *c)
         body_release(&b);
 }
 
+/* ---- tombstones, checks, incremental passes, images, compaction, snapshots ---- */
+
+/* A crawl RESULT with optional unchanged/gone lists and stop. */
+static const msgpack_object *crawl_payload_ex(struct body *b, const char *source,
+                                              const struct st_raw_record *records, size_t n,
+                                              const char *next_cursor, const char *unchanged,
+                                              const char *gone, bool stop)
+{
+        body_reset(b);
+        msgpack_pack_map(&b->pk, 3 + !!unchanged + !!gone + stop);
+        wire_pack_kv_str(&b->pk, "source", source);
+        wire_pack_key(&b->pk, "records");
+        msgpack_pack_array(&b->pk, n);
+        for (size_t i = 0; i < n; i++)
+                CHECK(st_raw_record_pack(&b->pk, &records[i]) == 0);
+        wire_pack_kv_str(&b->pk, "next_cursor", next_cursor);
+        if (unchanged) {
+                wire_pack_key(&b->pk, "unchanged");
+                msgpack_pack_array(&b->pk, 1);
+                wire_pack_str(&b->pk, unchanged);
+        }
+        if (gone) {
+                wire_pack_key(&b->pk, "gone");
+                msgpack_pack_array(&b->pk, 1);
+                wire_pack_str(&b->pk, gone);
+        }
+        if (stop)
+                wire_pack_kv_bool(&b->pk, "stop", true);
+        return body_unpack(b);
+}
+
+static uint64_t changelog_u64(struct catalog *c, const char *key)
+{
+        struct body b;
+        uint64_t v = UINT64_MAX;
+
+        body_init(&b);
+        CHECK(wire_get_u64(wire_get(status(c, &b), "changelog"), key, &v) == 0);
+        body_release(&b);
+        return v;
+}
+
+/* Apply every queued check job as answered with nothing gone. */
+static void answer_checks(struct catalog *c)
+{
+        struct st_error err = {0};
+        struct catalog_crawl_counts counts;
+        struct body job, result;
+        const msgpack_object *payload;
+        uint64_t job_id;
+
+        body_init(&job);
+        body_init(&result);
+        while (next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0) {
+                if (!wire_get(payload, "check"))
+                        break;
+                CHECK(catalog_apply_crawl(c, job_id,
+                                          crawl_payload(&result, "civitai", NULL, 0, NULL), &counts,
+                                          &err) == 0);
+        }
+        body_release(&job);
+        body_release(&result);
+}
+
+/* Whether the CHANGES from seq 0 hold a "del" of id. */
+static bool has_del(struct catalog *c, const char *id)
+{
+        char *json = changes_json(c, 0, 1000, 0, 1), want[128];
+        bool found;
+
+        snprintf(want, sizeof(want), "\"id\": \"%s\", \"op\": \"del\"", id);
+        found = json && strstr(json, want);
+        if (!found && json && !strstr(json, "\"op\": \"del\""))
+                fprintf(stderr, "  no del in %s\n", json);
+        free(json);
+        return found;
+}
+
+static void test_tombstones(struct catalog *c)
+{
+        static char ida[] = "tsrc:41@411", idb[] = "tsrc:42@421", idc[] = "tsrc:43@431";
+        struct st_raw_record page[3];
+        struct st_error err = {0};
+        struct catalog_crawl_counts counts;
+        struct body b, job;
+        const msgpack_object *payload, *checked;
+        uint64_t job_id, pages;
+
+        body_init(&b);
+        body_init(&job);
+        make_record(&page[0], ida, "tsrc", card_1);
+        make_record(&page[1], idb, "tsrc", card_1);
+        make_record(&page[2], idc, "tsrc", card_1);
+        CHECK(catalog_start_source(c, "tsrc", false, false, &err) == 0);
+        CHECK(source_status(c, "tsrc").found);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(wire_get(payload, "pass") == NULL); /* the first pass is full */
+        CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "tsrc", page, 3, NULL), &counts,
+                                  &err) == 0);
+        CHECK(counts.added == 3 && counts.checks == 0);
+        CHECK(drain(c) == 3);
+        CHECK(pending(c, STAGE_CRAWL) == 0);
+
+        /* A second full pass lists A, says B is unchanged (a 304), misses C. */
+        CHECK(catalog_start_source(c, "tsrc", true, false, &err) == 0);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(catalog_apply_crawl(c, job_id,
+                                  crawl_payload_ex(&b, "tsrc", page, 1, NULL, idb, NULL, false),
+                                  &counts, &err) == 0);
+        CHECK(counts.unchanged == 2 && counts.checks == 1);
+        CHECK(pending(c, STAGE_REFINE) == 0);
+        pages = source_status(c, "tsrc").pages;
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        checked = wire_get(payload, "check");
+        CHECK(checked && checked->type == MSGPACK_OBJECT_ARRAY && checked->via.array.size == 1 &&
+              str_is(&checked->via.array.ptr[0], idc));
+        CHECK(str_is(wire_get(payload, "source"), "tsrc"));
+        /* The source answers 404 for C: a tombstone, a "del" for the shards. */
+        CHECK(catalog_apply_crawl(c, job_id,
+                                  crawl_payload_ex(&b, "tsrc", NULL, 0, NULL, NULL, idc, false),
+                                  &counts, &err) == 0);
+        CHECK(counts.gone == 1);
+        CHECK(source_status(c, "tsrc").pages == pages); /* a check moves no cursor */
+        CHECK(changelog_u64(c, "tombstones") == 1);
+        CHECK(has_del(c, idc));
+        CHECK(pending(c, STAGE_CRAWL) == 0);
+        /* Gone again, or never known: nothing happens. */
+        {
+                uint64_t head = catalog_head_seq(c);
+
+                CHECK(catalog_start_source(c, "tsrc", true, false, &err) == 0);
+                CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+                CHECK(catalog_apply_crawl(
+                          c, job_id, crawl_payload_ex(&b, "tsrc", page, 2, NULL, NULL, idc, false),
+                          &counts, &err) == 0);
+                CHECK(catalog_head_seq(c) == head);
+                CHECK(counts.checks == 0);
+        }
+
+        /* Incremental: the job says so; stop ends the pass; no checks follow. */
+        CHECK(catalog_start_source(c, "tsrc", true, true, &err) == 0);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(str_is(wire_get(payload, "pass"), "incremental"));
+        CHECK(catalog_apply_crawl(c, job_id,
+                                  crawl_payload_ex(&b, "tsrc", page, 1, "more", NULL, NULL, true),
+                                  &counts, &err) == 0);
+        CHECK(source_status(c, "tsrc").done);
+        CHECK(pending(c, STAGE_CRAWL) == 0);
+
+        /* Back from the dead: C listed again is new again. */
+        CHECK(catalog_start_source(c, "tsrc", true, false, &err) == 0);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "tsrc", page, 3, NULL), &counts,
+                                  &err) == 0);
+        CHECK(counts.added == 1 && counts.checks == 0);
+        CHECK(changelog_u64(c, "tombstones") == 0);
+        CHECK(drain(c) == 1);
+        body_release(&job);
+        body_release(&b);
+}
+
+static void test_supersede_and_orphans(struct catalog *c)
+{
+        static char v1[] = "hf:u/style@1111", v2[] = "hf:u/style@2222", other[] = "hf:u/style2@1";
+        struct st_raw_record r[2];
+        struct st_error err = {0};
+        struct catalog_crawl_counts counts;
+        struct body b, job;
+        const msgpack_object *payload;
+        uint64_t job_id, records;
+
+        body_init(&b);
+        body_init(&job);
+        make_record(&r[0], v1, "hf", card_1);
+        make_record(&r[1], other, "hf", card_1);
+        CHECK(catalog_start_source(c, "hf", true, false, &err) == 0);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "hf", r, 2, NULL), &counts, &err) ==
+              0);
+        CHECK(drain(c) == 2);
+        answer_checks(c);
+        records = status_u64(c, "records");
+        /* A new commit of u/style: the old one is tombstoned before refining starts. */
+        make_record(&r[0], v2, "hf", card_2);
+        CHECK(catalog_start_source(c, "hf", true, false, &err) == 0);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "hf", r, 2, NULL), &counts, &err) ==
+              0);
+        CHECK(counts.added == 1 && counts.unchanged == 1);
+        CHECK(status_u64(c, "records") == records);
+        CHECK(has_del(c, v1));
+        CHECK(!has_del(c, other));
+        CHECK(drain(c) == 1);
+
+        /* A refine job whose record went away is dropped, not handed out. */
+        make_record(&r[0], v1, "hf", card_1);
+        CHECK(catalog_start_source(c, "hf", true, false, &err) == 0);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "hf", r, 1, NULL), &counts, &err) ==
+              0);
+        CHECK(pending(c, STAGE_REFINE) == 1); /* v1 is back, v2 superseded... by an older one */
+        answer_checks(c);
+        CHECK(catalog_start_source(c, "hf", true, false, &err) == 0);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(catalog_apply_crawl(c, job_id,
+                                  crawl_payload_ex(&b, "hf", NULL, 0, NULL, NULL, v1, false),
+                                  &counts, &err) == 0);
+        CHECK(counts.gone == 1);
+        CHECK(next_job(c, STAGE_REFINE, NULL, NULL, &job, &job_id, &payload) == ST_ENOTFOUND);
+        CHECK(catalog_drop_orphans(c, &err) == 0);
+        CHECK(pending(c, STAGE_REFINE) == 0);
+        answer_checks(c);
+        body_release(&job);
+        body_release(&b);
+}
+
+static void test_images_stage(struct catalog *c)
+{
+        static char id[] = "civitai:51@511", url0[] = "https://img.example/a.png",
+                    url1[] = "https://img.example/b.png";
+        static const char sha[] =
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        struct st_image images[2] = {{url0, "a cat", NULL}, {url1, NULL, NULL}};
+        struct st_raw_record r;
+        struct st_error err = {0};
+        struct catalog_crawl_counts counts;
+        struct body b, job;
+        struct arena a;
+        const msgpack_object *payload;
+        uint64_t job_id;
+        char hash[65];
+        size_t stored = 0;
+
+        body_init(&b);
+        body_init(&job);
+        arena_init(&a, ARENA_LIMIT);
+        make_record(&r, id, "civitai", card_1);
+        r.images = images;
+        r.n_images = 2;
+        record_hash(&r, hash);
+        catalog_set_images(c, true);
+        CHECK(catalog_start_source(c, "civitai", true, false, &err) == 0);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "civitai", &r, 1, "next"), &counts,
+                                  &err) == 0);
+        CHECK(pending(c, STAGE_IMAGES) == 1 && pending(c, STAGE_REFINE) == 0);
+        CHECK(next_job(c, STAGE_IMAGES, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(wire_get(payload, "record") != NULL);
+        /* A result for another version of the record is dropped. */
+        body_reset(&b);
+        msgpack_pack_map(&b.pk, 3);
+        wire_pack_kv_str(&b.pk, "id", id);
+        wire_pack_kv_str(&b.pk, "content_hash", hash);
+        wire_pack_key(&b.pk, "images");
+        msgpack_pack_array(&b.pk, 2);
+        msgpack_pack_map(&b.pk, 3);
+        wire_pack_kv_str(&b.pk, "url", url0);
+        wire_pack_kv_str(&b.pk, "sha256", sha);
+        wire_pack_kv_u64(&b.pk, "bytes", 1234);
+        msgpack_pack_map(&b.pk, 2);
+        wire_pack_kv_str(&b.pk, "url", url1);
+        wire_pack_kv_str(&b.pk, "error", "HTTP 404");
+        CHECK(catalog_apply_images(c, job_id, body_unpack(&b), &stored, &err) == 0);
+        CHECK(stored == 1);
+        CHECK(pending(c, STAGE_IMAGES) == 0 && pending(c, STAGE_REFINE) == 1);
+        CHECK(next_job(c, STAGE_REFINE, NULL, NULL, &job, &job_id, &payload) == 0);
+        {
+                struct st_raw_record got;
+
+                CHECK(st_raw_record_from_object(wire_get(payload, "record"), &a, &got, &err) == 0);
+                CHECK(got.n_images == 2 && got.images[0].sha256 &&
+                      !strcmp(got.images[0].sha256, sha) && !got.images[1].sha256);
+                /* The content hash stays the crawled one: a re-crawl finds it unchanged. */
+                CHECK(got.content_hash && !strcmp(got.content_hash, hash));
+        }
+        CHECK(drain(c) == 1);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "civitai", &r, 1, NULL), &counts,
+                                  &err) == 0);
+        CHECK(counts.unchanged == 1 && pending(c, STAGE_IMAGES) == 0);
+        answer_checks(c);
+        /* Malformed images results are protocol errors. */
+        body_reset(&b);
+        msgpack_pack_map(&b.pk, 1);
+        wire_pack_kv_str(&b.pk, "id", id);
+        CHECK(catalog_apply_images(c, 1, body_unpack(&b), &stored, &err) == ST_EPROTO);
+        catalog_set_images(c, false);
+        arena_release(&a);
+        body_release(&job);
+        body_release(&b);
+}
+
+/* Every id a paged snapshot of shard/shards returns, counted. */
+static size_t snapshot_count(struct catalog *c, uint64_t shard, uint64_t shards, uint64_t *head)
+{
+        char after[256] = "";
+        size_t n = 0, pages = 0;
+
+        for (;;) {
+                struct body b;
+                const msgpack_object *o, *next, *entries;
+
+                body_init(&b);
+                CHECK(catalog_pack_snapshot(c, after, 2, shard, shards, &b.pk) == 0);
+                o = body_unpack(&b);
+                entries = wire_get(o, "entries");
+                next = wire_get(o, "next");
+                CHECK(entries && entries->type == MSGPACK_OBJECT_ARRAY);
+                CHECK(wire_get_u64(o, "head_seq", head) == 0);
+                for (uint32_t i = 0; entries && i < entries->via.array.size; i++) {
+                        CHECK(str_is(wire_get(&entries->via.array.ptr[i], "op"), "put"));
+                        CHECK(wire_get(&entries->via.array.ptr[i], "vector") != NULL);
+                        n++;
+                }
+                pages++;
+                if (!next || next->type != MSGPACK_OBJECT_STR || pages > 1000) {
+                        body_release(&b);
+                        break;
+                }
+                memcpy(after, next->via.str.ptr, next->via.str.size);
+                after[next->via.str.size] = '\0';
+                body_release(&b);
+        }
+        return n;
+}
+
+static void test_compaction(struct catalog *c)
+{
+        struct st_error err = {0};
+        struct body b;
+        const msgpack_object *o;
+        uint64_t head = catalog_head_seq(c), snap_head = 0, low;
+        size_t deleted = 0, dropped = 0, total;
+        bool resnapshot = false;
+
+        body_init(&b);
+        CHECK(head > 4);
+        /* One subscriber behind at head - 3: only entries it has applied go. */
+        CHECK(catalog_note_subscriber(c, "replica-a", 0, 1, head - 3, &err) == 0);
+        CHECK(catalog_note_subscriber(c, "replica-b", 0, 1, head, &err) == 0);
+        CHECK(catalog_compact_changelog(c, 3600, 100000, &deleted, &dropped, &err) == 0);
+        CHECK(dropped == 0 && deleted > 0 && deleted <= head - 3);
+        CHECK(changelog_u64(c, "low_seq") == head - 3);
+        /* replica-a still follows; a newcomer from 0 must take a snapshot. */
+        CHECK(catalog_pack_changes(c, head - 3, 1000, 0, 1, &b.pk) == 0);
+        o = body_unpack(&b);
+        CHECK(wire_get_bool(o, "resnapshot", &resnapshot) != 0 || !resnapshot);
+        CHECK(wire_get(o, "entries")->via.array.size == 3);
+        body_reset(&b);
+        CHECK(catalog_pack_changes(c, 0, 1000, 0, 1, &b.pk) == 0);
+        o = body_unpack(&b);
+        CHECK(wire_get_bool(o, "resnapshot", &resnapshot) == 0 && resnapshot);
+        CHECK(wire_get_u64(o, "low_seq", &low) == 0 && low == head - 3);
+        /* A snapshot has every current vector, split across shards without overlap. */
+        total = snapshot_count(c, 0, 1, &snap_head);
+        CHECK(total == status_u64(c, "vectors"));
+        if (total != status_u64(c, "vectors"))
+                fprintf(stderr, "  snapshot %zu, vectors %llu, docs %llu\n", total,
+                        (unsigned long long)status_u64(c, "vectors"),
+                        (unsigned long long)status_u64(c, "docs"));
+        CHECK(snap_head == head);
+        CHECK(snapshot_count(c, 0, 2, &snap_head) + snapshot_count(c, 1, 2, &snap_head) == total);
+        body_reset(&b);
+        CHECK(catalog_pack_snapshot(c, "", 10, 2, 2, &b.pk) == ST_EINVAL);
+        /* Subscribers silent past the TTL stop holding entries back. */
+        sleep(2);
+        CHECK(catalog_compact_changelog(c, 1, 100000, &deleted, &dropped, &err) == 0);
+        CHECK(dropped == 2);
+        CHECK(changelog_u64(c, "low_seq") == head);
+        body_reset(&b);
+        CHECK(catalog_pack_changes(c, head, 1000, 0, 1, &b.pk) == 0);
+        o = body_unpack(&b);
+        CHECK(wire_get_bool(o, "resnapshot", &resnapshot) != 0 || !resnapshot);
+        body_release(&b);
+}
+
 /* ---- dead letters ---- */
 
 static void test_bury(struct catalog *c)
@@ -953,7 +1332,8 @@ static void test_bury(struct catalog *c)
 
         body_init(&job);
         CHECK(status_u64(c, "dead") == 0);
-        CHECK(catalog_start_source(c, "hf", true, &err) == 0);
+        answer_checks(c);
+        CHECK(catalog_start_source(c, "hf", true, false, &err) == 0);
         CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
         CHECK(catalog_bury_job(c, STAGE_CRAWL, job_id, "fetch failed 3 times", &err) == 0);
         CHECK(status_u64(c, "dead") == 1);
@@ -978,7 +1358,7 @@ static void test_reopen(struct catalog **c, const char *dir)
         uint64_t head = catalog_head_seq(*c), job_id, crawl_before;
 
         body_init(&job);
-        CHECK(catalog_start_source(*c, "hf", true, &err) == 0);
+        CHECK(catalog_start_source(*c, "hf", true, false, &err) == 0);
         CHECK(next_job(*c, STAGE_CRAWL, NULL, NULL, &job, &crawl_before, &payload) == 0);
         free(status_before);
         status_before = status_json(*c);
@@ -998,7 +1378,7 @@ static void test_reopen(struct catalog **c, const char *dir)
         /* The pending job is offered again, and new job ids keep growing. */
         CHECK(next_job(*c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
         CHECK(job_id == crawl_before);
-        CHECK(catalog_start_source(*c, "civitai", true, &err) == 0);
+        CHECK(catalog_start_source(*c, "civitai", true, false, &err) == 0);
         {
                 struct busy_list busy = {{crawl_before}, 1};
 
@@ -1057,7 +1437,7 @@ static void test_hostile_records(const char *dir)
         page[4].images = images; /* about 1.2 MiB */
         page[4].n_images = 20;
 
-        CHECK(catalog_start_source(c, "civitai", false, &err) == 0);
+        CHECK(catalog_start_source(c, "civitai", false, false, &err) == 0);
         CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
         CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "civitai", page, 5, NULL), &counts,
                                   &err) == 0);
@@ -1069,7 +1449,7 @@ static void test_hostile_records(const char *dir)
         CHECK(catalog_head_seq(c) == 2);
 
         /* The same page again: the big record is unchanged, not changed anew. */
-        CHECK(catalog_start_source(c, "civitai", true, &err) == 0);
+        CHECK(catalog_start_source(c, "civitai", true, false, &err) == 0);
         CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
         CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "civitai", page, 5, NULL), &counts,
                                   &err) == 0);
@@ -1112,7 +1492,7 @@ static void test_many_long_changes(const char *dir)
                 ids[i][strlen(ids[i])] = '-';
                 make_record(&page[i], ids[i], "hf", card_1);
         }
-        CHECK(catalog_start_source(c, "hf", false, &err) == 0);
+        CHECK(catalog_start_source(c, "hf", false, false, &err) == 0);
         CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
         CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "hf", page, N, NULL), &counts,
                                   &err) == 0);
@@ -1169,6 +1549,10 @@ int main(void)
         test_docs_and_vectors(c);
         test_changes(c);
         test_bury(c);
+        test_tombstones(c);
+        test_supersede_and_orphans(c);
+        test_images_stage(c);
+        test_compaction(c);
         test_reopen(&c, dir);
         catalog_close(&c);
 
