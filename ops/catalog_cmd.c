@@ -40,7 +40,7 @@ struct worker_slot {
         unsigned char identity[WIRE_MAX_IDENTITY];
         size_t identity_len;
         enum catalog_stage stage;
-        bool idle;
+        uint32_t credit; /* jobs it may still be sent (proto/worker.h) */
         int64_t last_seen;
 };
 
@@ -155,15 +155,41 @@ static struct worker_slot *worker_find(struct broker *b, const struct wire_msg *
         return NULL;
 }
 
+/* Whether id is the job_id or one of the job_ids of a HEARTBEAT body. */
+static bool names_job(const msgpack_object *body, uint64_t id)
+{
+        const msgpack_object *ids = wire_get(body, "job_ids");
+        uint64_t one;
+
+        if (!wire_get_u64(body, "job_id", &one) && one == id)
+                return true;
+        if (!ids || ids->type != MSGPACK_OBJECT_ARRAY)
+                return false;
+        for (uint32_t i = 0; i < ids->via.array.size; i++)
+                if (ids->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+                    ids->via.array.ptr[i].via.u64 == id)
+                        return true;
+        return false;
+}
+
+#define MAX_CREDIT 64 /* jobs one worker may be owed */
+
+/*
+ * READY adds credit; a HEARTBEAT extends the lease of every job it names and,
+ * when it says how many more the worker could take (free), sets the credit
+ * to that minus the jobs leased to it that it does not name yet (in flight).
+ */
 static void on_ready(struct broker *b, const struct wire_msg *m, bool ready)
 {
         struct worker_slot *w = worker_find(b, m);
+        const msgpack_object *body = &m->body.data;
         struct arena a;
         char *stage = NULL;
         enum catalog_stage s;
+        uint64_t n;
 
         arena_init(&a, 4096);
-        if (!m->has_body || wire_get_str(&m->body.data, "stage", &a, &stage) ||
+        if (!m->has_body || wire_get_str(body, "stage", &a, &stage) ||
             (s = catalog_stage_from_name(stage)) == STAGE_COUNT) {
                 log_warn("%s without a known stage dropped", m->command);
                 goto out;
@@ -176,26 +202,42 @@ static void on_ready(struct broker *b, const struct wire_msg *m, bool ready)
                 w = &b->workers[b->n_workers++];
                 memcpy(w->identity, m->identity, m->identity_len);
                 w->identity_len = m->identity_len;
-                w->idle = true; /* a worker we did not know is waiting for work */
+                /* READY brings its credit; a bare idle heartbeat (a catalog restart) one. */
+                w->credit = ready ? 0 : 1;
                 log_info("%s worker joined (%zu workers)", stage, b->n_workers);
         }
         w->stage = s;
         w->last_seen = wire_now_ms();
-        if (ready)
-                w->idle = true;
-        if (!ready) {
-                /* A busy worker's heartbeat names its job: its lease goes on. */
+        if (ready) {
+                if (wire_get_u64(body, "credit", &n))
+                        n = 1;
+                w->credit = w->credit + n > MAX_CREDIT ? MAX_CREDIT : (uint32_t)(w->credit + n);
+                goto out;
+        }
+        {
+                uint64_t in_flight = 0;
                 bool idle = true;
-                uint64_t job_id;
-                struct job_state *j;
 
-                wire_get_bool(&m->body.data, "idle", &idle);
-                if (!idle && !wire_get_u64(&m->body.data, "job_id", &job_id) &&
-                    (j = job_find(b, s, job_id)) && held_by(j, m) &&
-                    w->last_seen - j->leased_at < MAX_HOLD_LEASES * b->lease_ms)
-                        j->lease_until = w->last_seen + b->lease_ms;
-                if (!idle)
-                        w->idle = false;
+                for (size_t i = 0; i < b->n_jobs; i++) {
+                        struct job_state *j = &b->jobs[i];
+
+                        if (j->stage != s || !held_by(j, m))
+                                continue;
+                        if (!names_job(body, j->job_id)) {
+                                in_flight++;
+                                continue;
+                        }
+                        if (w->last_seen - j->leased_at < MAX_HOLD_LEASES * b->lease_ms)
+                                j->lease_until = w->last_seen + b->lease_ms;
+                }
+                wire_get_bool(body, "idle", &idle);
+                if (!wire_get_u64(body, "free", &n))
+                        w->credit = n > in_flight
+                                        ? (uint32_t)(n - in_flight > MAX_CREDIT ? MAX_CREDIT
+                                                                                : n - in_flight)
+                                        : 0;
+                else if (!idle)
+                        w->credit = 0; /* an older worker: busy means no credit */
         }
 out:
         arena_release(&a);
@@ -547,31 +589,43 @@ static bool reads_store(const struct wire_msg *m)
                !strcmp(m->command, "SNAPSHOT");
 }
 
-/* Hand one job to each idle worker while jobs of its stage are free. */
+/*
+ * Hand each worker as many jobs as it has credit for, while jobs of its
+ * stage are free: one job per worker per round, so workers of a stage share
+ * the queue evenly.
+ */
 static void dispatch(struct broker *b)
 {
-        for (size_t i = 0; i < b->n_workers; i++) {
-                struct worker_slot *w = &b->workers[i];
-                msgpack_sbuffer sb;
-                msgpack_packer pk;
-                uint64_t job_id;
-                struct job_state *j;
+        bool empty[STAGE_COUNT] = {false}; /* no free job left in the stage */
+        bool sent = true;
 
-                if (!w->idle)
-                        continue;
-                msgpack_sbuffer_init(&sb);
-                msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-                if (catalog_pack_next_job(b->cat, w->stage, job_busy, b, &pk, &job_id) == 0 &&
-                    (j = job_track(b, w->stage, job_id)) != NULL &&
-                    wire_send(b->sock, w->identity, w->identity_len, "JOB", sb.data, sb.size) ==
-                        0) {
-                        j->leased_at = wire_now_ms();
-                        j->lease_until = j->leased_at + b->lease_ms;
-                        memcpy(j->holder, w->identity, w->identity_len);
-                        j->holder_len = w->identity_len;
-                        w->idle = false;
+        while (sent) {
+                sent = false;
+                for (size_t i = 0; i < b->n_workers; i++) {
+                        struct worker_slot *w = &b->workers[i];
+                        msgpack_sbuffer sb;
+                        msgpack_packer pk;
+                        uint64_t job_id;
+                        struct job_state *j;
+
+                        if (!w->credit || empty[w->stage])
+                                continue;
+                        msgpack_sbuffer_init(&sb);
+                        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+                        if (catalog_pack_next_job(b->cat, w->stage, job_busy, b, &pk, &job_id)) {
+                                empty[w->stage] = true;
+                        } else if ((j = job_track(b, w->stage, job_id)) != NULL &&
+                                   wire_send(b->sock, w->identity, w->identity_len, "JOB", sb.data,
+                                             sb.size) == 0) {
+                                j->leased_at = wire_now_ms();
+                                j->lease_until = j->leased_at + b->lease_ms;
+                                memcpy(j->holder, w->identity, w->identity_len);
+                                j->holder_len = w->identity_len;
+                                w->credit--;
+                                sent = true;
+                        }
+                        msgpack_sbuffer_destroy(&sb);
                 }
-                msgpack_sbuffer_destroy(&sb);
         }
 }
 

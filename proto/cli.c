@@ -1,5 +1,7 @@
 #include "proto/cli.h"
 
+#include <stdlib.h>
+
 #include "proto/log.h"
 
 int cli_run_worker(const char *role, const char *endpoint, const char *stage, worker_handler handle,
@@ -27,6 +29,9 @@ int cli_run_worker(const char *role, const char *endpoint, const char *stage, wo
                 return 1;
         }
         cfg.security = &sec;
+        /* Jobs held at once (proto/worker.h): STYLUS_WORKER_WINDOW, default 2. */
+        if (getenv("STYLUS_WORKER_WINDOW"))
+                cfg.window = (size_t)strtoul(getenv("STYLUS_WORKER_WINDOW"), NULL, 10);
         log_info("%s worker connecting to %s", stage, endpoint);
         rc = worker_run(&cfg);
         if (rc)

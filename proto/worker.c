@@ -38,20 +38,55 @@ static int send_body(void *sock, const char *command, msgpack_sbuffer *sb)
         return wire_send(sock, NULL, 0, command, sb->data, sb->size);
 }
 
-static int send_ready(void *sock, const char *stage, const char *command, bool idle,
-                      uint64_t job_id)
+/* What the worker holds: the running job and the ones queued behind it. */
+struct held {
+        bool busy;
+        uint64_t running;                         /* job id of the running job, when busy */
+        struct wire_msg queue[WORKER_MAX_WINDOW]; /* JOBs waiting, oldest first */
+        size_t n_queued;
+        size_t window; /* jobs it may hold at once */
+};
+
+static size_t held_count(const struct held *h)
+{
+        return h->busy + h->n_queued;
+}
+
+/*
+ * READY {stage, idle, credit}: credit more jobs may come.  HEARTBEAT
+ * {stage, idle, free, job_id (when busy), job_ids}: free is how many more it
+ * could hold now; job_ids every job it holds, whose leases go on.
+ */
+static int send_ready(void *sock, const char *stage, const char *command, const struct held *h,
+                      size_t credit)
 {
         msgpack_sbuffer sb;
         msgpack_packer pk;
+        bool heartbeat = !strcmp(command, "HEARTBEAT");
         int rc;
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, idle ? 2 : 3);
+        msgpack_pack_map(&pk, heartbeat ? 4 + h->busy : 3);
         wire_pack_kv_str(&pk, "stage", stage);
-        wire_pack_kv_bool(&pk, "idle", idle);
-        if (!idle)
-                wire_pack_kv_u64(&pk, "job_id", job_id);
+        wire_pack_kv_bool(&pk, "idle", !h->busy);
+        if (!heartbeat) {
+                wire_pack_kv_u64(&pk, "credit", credit);
+        } else {
+                wire_pack_kv_u64(&pk, "free", credit);
+                if (h->busy)
+                        wire_pack_kv_u64(&pk, "job_id", h->running);
+                wire_pack_key(&pk, "job_ids");
+                msgpack_pack_array(&pk, held_count(h));
+                if (h->busy)
+                        msgpack_pack_uint64(&pk, h->running);
+                for (size_t i = 0; i < h->n_queued; i++) {
+                        uint64_t id = 0;
+
+                        wire_get_u64(&h->queue[i].body.data, "job_id", &id);
+                        msgpack_pack_uint64(&pk, id);
+                }
+        }
         rc = send_body(sock, command, &sb);
         msgpack_sbuffer_destroy(&sb);
         return rc;
@@ -167,7 +202,8 @@ static void nack(void *sock, const struct worker_config *cfg, const struct wire_
         msgpack_sbuffer_destroy(&sb);
 }
 
-static void *connect_dealer(void *ctx, const struct worker_config *cfg, bool busy, uint64_t job_id)
+static void *connect_dealer(void *ctx, const struct worker_config *cfg, const struct held *h,
+                            size_t free)
 {
         void *sock = wire_socket(ctx, ZMQ_DEALER);
         struct st_error err = {0};
@@ -184,11 +220,48 @@ static void *connect_dealer(void *ctx, const struct worker_config *cfg, bool bus
                 zmq_close(sock);
                 return NULL;
         }
-        if (busy)
-                send_ready(sock, cfg->stage, "HEARTBEAT", false, job_id);
-        else
-                send_ready(sock, cfg->stage, "READY", true, 0);
+        /* A heartbeat first: it names the jobs held and sets the credit absolutely. */
+        send_ready(sock, cfg->stage, "HEARTBEAT", h, free);
         return sock;
+}
+
+/* How many more jobs the worker may take now. */
+static size_t free_slots(const struct worker_config *cfg, const struct held *h, long jobs)
+{
+        size_t held = held_count(h), free = held < h->window ? h->window - held : 0;
+
+        if (*cfg->stop)
+                return 0;
+        if (cfg->max_jobs) {
+                long left = cfg->max_jobs - jobs - (long)held;
+
+                if (left < (long)free)
+                        free = left > 0 ? (size_t)left : 0;
+        }
+        return free;
+}
+
+/* Start the oldest queued job, if any. */
+static void start_queued(struct running *r, const struct worker_config *cfg, struct held *h)
+{
+        while (!h->busy && h->n_queued) {
+                struct wire_msg m = h->queue[0];
+
+                memmove(h->queue, h->queue + 1, --h->n_queued * sizeof(h->queue[0]));
+                h->busy = start_job(r, cfg, &m);
+                if (h->busy)
+                        h->running = r->job_id;
+        }
+}
+
+/* Hand back every queued job (stopping): the broker offers them to others at once. */
+static void nack_queued(void *sock, const struct worker_config *cfg, struct held *h)
+{
+        for (size_t i = 0; i < h->n_queued; i++) {
+                nack(sock, cfg, &h->queue[i]);
+                wire_msg_release(&h->queue[i]);
+        }
+        h->n_queued = 0;
 }
 
 int worker_run(const struct worker_config *cfg)
@@ -198,7 +271,7 @@ int worker_run(const struct worker_config *cfg)
         void *sock = NULL, *done = NULL;
         char endpoint[64];
         struct running job;
-        bool busy = false;
+        struct held h = {0};
         long backoff = BACKOFF_MIN_MS;
         int64_t last_heard, last_sent;
         long jobs = 0;
@@ -206,6 +279,9 @@ int worker_run(const struct worker_config *cfg)
 
         if (!ctx)
                 return ST_ENOMEM;
+        h.window = cfg->window ? cfg->window : WORKER_DEFAULT_WINDOW;
+        if (h.window > WORKER_MAX_WINDOW)
+                h.window = WORKER_MAX_WINDOW;
         memset(&job, 0, sizeof(job));
         /* One PAIR for the job threads' "done", made here, used by one thread at a time. */
         snprintf(endpoint, sizeof(endpoint), "inproc://worker-done-%d", instance++);
@@ -216,26 +292,29 @@ int worker_run(const struct worker_config *cfg)
                 rc = ST_EIO;
                 goto out_ctx;
         }
-        sock = connect_dealer(ctx, cfg, false, 0);
+        sock = connect_dealer(ctx, cfg, &h, free_slots(cfg, &h, jobs));
         if (!sock) {
                 rc = ST_EINVAL;
                 goto out_ctx;
         }
         last_heard = last_sent = wire_now_ms();
         /* A job that runs when a stop comes is finished and its result sent first. */
-        while (busy || (!*cfg->stop && (cfg->max_jobs == 0 || jobs < cfg->max_jobs))) {
+        while (h.busy || (!*cfg->stop && (cfg->max_jobs == 0 || jobs < cfg->max_jobs))) {
                 zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {done, 0, ZMQ_POLLIN, 0}};
                 struct wire_msg m;
                 int64_t now;
 
+                if (*cfg->stop && h.n_queued)
+                        nack_queued(sock, cfg, &h);
                 zmq_poll(items, 2, WIRE_HEARTBEAT_MS / 2);
                 now = wire_now_ms();
-                if (busy && (items[1].revents & ZMQ_POLLIN)) {
+                if (h.busy && (items[1].revents & ZMQ_POLLIN)) {
                         finish_job(&job, sock, done);
-                        busy = false;
+                        h.busy = false;
                         jobs++;
-                        if (!*cfg->stop && (cfg->max_jobs == 0 || jobs < cfg->max_jobs))
-                                send_ready(sock, cfg->stage, "READY", true, 0);
+                        start_queued(&job, cfg, &h);
+                        if (free_slots(cfg, &h, jobs))
+                                send_ready(sock, cfg->stage, "READY", &h, 1);
                         last_sent = now;
                         continue;
                 }
@@ -245,17 +324,22 @@ int worker_run(const struct worker_config *cfg)
                         backoff = BACKOFF_MIN_MS;
                         if (strcmp(m.command, "JOB") || !m.has_body) {
                                 wire_msg_release(&m);
-                        } else if (busy) {
+                        } else if (!h.busy) {
+                                h.busy = start_job(&job, cfg, &m);
+                                if (h.busy)
+                                        h.running = job.job_id;
+                        } else if (free_slots(cfg, &h, jobs)) {
+                                h.queue[h.n_queued++] = m; /* runs when the current one ends */
+                        } else {
+                                /* More than the window (a race after a reconnect): hand back. */
                                 nack(sock, cfg, &m);
                                 wire_msg_release(&m);
-                        } else {
-                                busy = start_job(&job, cfg, &m);
                         }
                         continue;
                 }
                 if (now - last_sent >= WIRE_HEARTBEAT_MS) {
-                        /* A busy worker's heartbeat names its job: the broker extends the lease. */
-                        send_ready(sock, cfg->stage, "HEARTBEAT", !busy, job.job_id);
+                        /* The heartbeat names every job held: the broker extends their leases. */
+                        send_ready(sock, cfg->stage, "HEARTBEAT", &h, free_slots(cfg, &h, jobs));
                         last_sent = now;
                 }
                 if (now - last_heard > (int64_t)WIRE_HEARTBEAT_MS * WIRE_LIVENESS) {
@@ -266,7 +350,7 @@ int worker_run(const struct worker_config *cfg)
                                 zmq_poll(NULL, 0, 100);
                         if (backoff < BACKOFF_MAX_MS)
                                 backoff *= 2;
-                        sock = connect_dealer(ctx, cfg, busy, job.job_id);
+                        sock = connect_dealer(ctx, cfg, &h, free_slots(cfg, &h, jobs));
                         if (!sock) {
                                 rc = ST_EIO;
                                 break;
@@ -274,11 +358,13 @@ int worker_run(const struct worker_config *cfg)
                         last_heard = last_sent = wire_now_ms();
                 }
         }
-        if (busy) { /* the socket could not be made again: still wait for the thread */
+        if (h.busy) { /* the socket could not be made again: still wait for the thread */
                 pthread_join(job.thread, NULL);
                 msgpack_sbuffer_destroy(&job.result);
                 wire_msg_release(&job.msg);
         }
+        for (size_t i = 0; i < h.n_queued; i++)
+                wire_msg_release(&h.queue[i]);
         if (sock)
                 zmq_close(sock);
 out_ctx:

@@ -78,8 +78,9 @@ def raw_record(n):
 class Catalog:
     """One `stylus catalog` process on a data directory."""
 
-    def __init__(self, ctx, workdir, name):
+    def __init__(self, ctx, workdir, name, extra=()):
         self.ctx = ctx
+        self.extra = list(extra)
         self.workdir = workdir
         self.data = os.path.join(workdir, name + "-data")
         self.log_path = os.path.join(workdir, name + ".log")
@@ -92,7 +93,7 @@ class Catalog:
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
                     [BIN, "catalog", "--data", self.data, "--bind", self.endpoint,
-                     "--lease-ms", str(LEASE_MS), "--max-attempts", str(MAX_ATTEMPTS)],
+                     "--lease-ms", str(LEASE_MS), "--max-attempts", str(MAX_ATTEMPTS)] + self.extra,
                     stdout=log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + DEADLINE
             while time.monotonic() < deadline and self.proc.poll() is None:
@@ -541,6 +542,44 @@ def test_garbage(ctx, workdir):
         cat.stop()
 
 
+def test_credit_window(ctx, workdir):
+    """Credit: a worker that can hold two jobs gets two; naming both keeps both; no third."""
+    cat = Catalog(ctx, workdir, "credit", ["--source", "civitai", "--source", "hf"])
+    w1 = w2 = None
+    try:
+        cat.start()
+        w1 = Worker(ctx, cat.endpoint, "crawl")
+        # As proto/worker.c announces itself: free 2, holding nothing.
+        w1.send("HEARTBEAT", {"stage": "crawl", "idle": True, "free": 2, "job_ids": []})
+        got = [check_job(w1.wait("JOB", beat=False), "crawl") for _ in range(2)]
+        ids = sorted(j for j, _ in got)
+        assert len(set(ids)) == 2, got
+        assert sorted(p["source"] for _, p in got) == ["civitai", "hf"], got
+        w2 = Worker(ctx, cat.endpoint, "crawl")
+        w2.ready()
+        # Three lease periods holding both (one running, one queued): no job moves, none comes.
+        until = time.monotonic() + 3 * LEASE_MS / 1000.0
+        while time.monotonic() < until:
+            w1.send("HEARTBEAT", {"stage": "crawl", "idle": False, "free": 0, "job_id": ids[0],
+                                  "job_ids": ids})
+            w2.beat()
+            assert w2.poll_once("JOB", int(BEAT * 1000)) is None, "a held job was given away"
+            assert w1.poll_once("JOB", 0) is None, "more jobs than the window"
+        s = cat.status()
+        assert jobs(s, "crawl")["leased"] == 2 and s["dead"] == 0, s
+        # One result: that pass ends; the other job stays leased to w1.
+        w1.result(ids[0], True, {"source": dict(got)[ids[0]]["source"], "records": [],
+                                 "next_cursor": None})
+        w1.send("READY", {"stage": "crawl", "idle": False, "credit": 1})
+        s = cat.wait_status("result applied", lambda s: jobs(s, "crawl")["pending"] == 1)
+        assert jobs(s, "crawl")["leased"] == 1, s
+    finally:
+        for w in (w1, w2):
+            if w:
+                w.close()
+        cat.stop()
+
+
 def main():
     if not os.access(BIN, os.X_OK):
         print("STYLUS_BIN %r is not an executable" % BIN)
@@ -548,7 +587,7 @@ def main():
     workdir = tempfile.mkdtemp(prefix="test_broker.")
     ctx = zmq.Context()
     tests = [test_first_job_and_lease_expiry, test_busy_heartbeats_extend_the_lease, test_nack, test_dead_letters, test_heartbeats,
-             test_crawl_result_survives_kill9, test_garbage]
+             test_crawl_result_survives_kill9, test_garbage, test_credit_window]
     failed = 0
     try:
         for t in tests:
