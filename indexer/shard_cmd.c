@@ -16,6 +16,10 @@
  * follows the changelog from the head_seq of the first page.  While it
  * copies it does not answer QUERY: query nodes fail over to a replica.
  *
+ * Deletes leave tombstones; when they are a tenth of the rows or more, the
+ * shard compacts the store a step at a time (vecstore_compact(), up to
+ * COMPACT_MOVES rows a step) in loops where no query waits.
+ *
  * Queries are batched without waiting: each loop drains every QUERY already
  * queued on the ROUTER (up to QUERY_BATCH_MAX), groups those with the same k
  * and filter (base model, NSFW, blocked ids) and answers each group with one
@@ -46,6 +50,7 @@
 #define SYNC_BATCH      1000
 #define SYNC_IDLE_MS    500  /* pause between polls once caught up */
 #define SYNC_TIMEOUT_MS 5000 /* resend a SYNC that got no answer */
+#define COMPACT_MOVES   1024 /* rows one compaction step may move (about 50 ms at dim 384) */
 
 #define QUERY_BATCH_MAX   64                 /* QUERY messages drained per loop */
 #define QUERY_MAX_BLOCKED 4096               /* blocked ids one QUERY may carry */
@@ -63,6 +68,7 @@ struct shard {
         uint64_t snap_seq;                    /* head_seq of the first page */
         bool snap_started;                    /* the first page came (snap_seq is set) */
         uint64_t dropped;                     /* queries not answered while snapshotting */
+        uint64_t compacted;                   /* rows reclaimed by compaction */
         void *catalog;                        /* DEALER to the catalog */
         void *router;                         /* ROUTER for queries */
         bool sync_pending;
@@ -486,8 +492,10 @@ static void on_status(struct shard *s, const struct wire_msg *m)
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 10);
+        msgpack_pack_map(&pk, 12);
         wire_pack_kv_u64(&pk, "count", vecstore_count(s->vs));
+        wire_pack_kv_u64(&pk, "dead", vecstore_dead(s->vs));
+        wire_pack_kv_u64(&pk, "compacted", s->compacted);
         wire_pack_kv_bool(&pk, "snapshotting", s->snapshotting);
         wire_pack_kv_u64(&pk, "dropped", s->dropped);
         wire_pack_kv_str(&pk, "subscriber", s->name);
@@ -554,6 +562,25 @@ static int parse_shard(const char *s, uint64_t *i, uint64_t *n)
         return 0;
 }
 
+/* One compaction step when tombstones are a tenth of the rows or more. */
+static void compact_step(struct shard *s)
+{
+        size_t dead = vecstore_dead(s->vs), moved = 0;
+        int rc;
+
+        if (dead == 0 || dead * 10 < dead + vecstore_count(s->vs))
+                return;
+        rc = vecstore_compact(s->vs, COMPACT_MOVES, &moved);
+        if (rc && rc != ST_EAGAIN) {
+                log_error("compaction: %s (%s)", st_strerror(rc), vecstore_last_error(s->vs));
+                return;
+        }
+        s->compacted += moved;
+        if (!rc && vecstore_dead(s->vs) == 0)
+                log_info("compacted: %llu tombstoned rows reclaimed, %zu docs",
+                         (unsigned long long)s->compacted, vecstore_count(s->vs));
+}
+
 static void serve(struct shard *s, volatile sig_atomic_t *stop)
 {
         while (!*stop) {
@@ -581,6 +608,8 @@ static void serve(struct shard *s, volatile sig_atomic_t *stop)
                 }
                 if (n)
                         answer_queries(s, s->waiting, n);
+                else if (!s->snapshotting)
+                        compact_step(s);
                 while (wire_recv(s->catalog, false, ZMQ_DONTWAIT, &m) == 0) {
                         if (!strcmp(m.command, "CHANGES") && m.has_body)
                                 on_changes(s, &m.body.data);

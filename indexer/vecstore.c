@@ -14,10 +14,11 @@
  *             "model"        bytes    embedding model name, no NUL, < VECSTORE_MAX_MODEL
  *             "applied_seq"  u64      changelog sequence of the last committed batch
  *             "rows"         u32      rows allocated = next new row (tombstones included)
- *             "live"         u32      rows not tombstoned
+ *             "live"         u32      rows not tombstoned; "rows" - "live" = tombstones
  *
  *   "ids"     doc id (bytes, no NUL, 1..VECSTORE_MAX_ID-1)  ->  u32 row
- *             kept after a delete, so a returning id gets its row back
+ *             kept after a delete, so a returning id gets its row back,
+ *             until compaction reclaims the row and drops the entry
  *
  *   "rows"    u32 BE row  ->  offset  size  field
  *                             0       1     base model code (enum vecstore_base)
@@ -52,6 +53,16 @@
  * Format 1 is format 2 without "blocks_i8".  Opening one migrates it: the
  * open's write transaction encodes every float32 block and sets "format" to
  * 2, so a crash leaves either format 1 or a complete format 2.
+ *
+ * Compaction (vecstore_compact()) keeps format 2 and adds no key: it leaves
+ * a store that meets every invariant above with a smaller "rows", which any
+ * format 2 reader, older builds included, reads correctly, so the format
+ * number stays.  One write transaction moves the last live rows into the
+ * lowest tombstoned rows (the "rows" entry, the "ids" entry, the float32
+ * vector; the int8 block is re-encoded from it; "docs" is keyed by id and
+ * does not move), deletes the "ids" entry of each tombstone it overwrites
+ * or drops, deletes the "rows" entries past the new "rows", zeroes the
+ * vacated rows of the last block kept and deletes the blocks past it.
  *
  * In memory the store keeps each row's base code and flags (2 bytes a row),
  * and the same facts as bitmaps (live, nsfw, one per base code), so search
@@ -323,10 +334,10 @@ static int state_copy(struct state *dst, const struct state *src)
         dst->cap = 0;
         if (state_reserve(dst, src->rows) < 0)
                 return ST_ENOMEM;
-        if (src->rows)
-                memcpy(dst->attrs, src->attrs, src->rows * sizeof(*src->attrs));
-        if (src->cap)
-                memcpy(dst->bits, src->bits, (src->rows + 63) / 64 * MAPS * sizeof(*src->bits));
+        if (src->rows == 0) /* compaction can empty a store that had rows */
+                return 0;
+        memcpy(dst->attrs, src->attrs, src->rows * sizeof(*src->attrs));
+        memcpy(dst->bits, src->bits, (src->rows + 63) / 64 * MAPS * sizeof(*src->bits));
         return 0;
 }
 
@@ -356,11 +367,18 @@ static void set_attr(struct state *s, uint32_t row, struct row_attr a)
 
 /* ---- batches ---- */
 
-static void drop_dirty(struct vecstore *vs)
+/* Free the dirty copies of blocks first and up (0: all of them). */
+static void drop_dirty(struct vecstore *vs, uint32_t first)
 {
-        for (size_t i = 0; i < vs->n_dirty; i++)
-                free(vs->dirty[i].data);
-        vs->n_dirty = 0;
+        size_t kept = 0;
+
+        for (size_t i = 0; i < vs->n_dirty; i++) {
+                if (vs->dirty[i].block < first)
+                        vs->dirty[kept++] = vs->dirty[i];
+                else
+                        free(vs->dirty[i].data);
+        }
+        vs->n_dirty = kept;
 }
 
 /* Double the map after MDB_MAP_FULL; only legal with no transaction open. */
@@ -378,7 +396,7 @@ void vecstore_abort(struct vecstore *vs)
                 return;
         mdb_txn_abort(vs->txn);
         vs->txn = NULL;
-        drop_dirty(vs);
+        drop_dirty(vs, 0);
         state_release(&vs->pending);
 }
 
@@ -436,8 +454,17 @@ static int flush_dirty(struct vecstore *vs)
                 if (rc)
                         return batch_fail(vs, rc, "write vector block");
         }
-        drop_dirty(vs);
+        drop_dirty(vs, 0);
         return 0;
+}
+
+/* The batch's copy of block b, or NULL if it has none. */
+static float *find_dirty(const struct vecstore *vs, uint32_t b)
+{
+        for (size_t i = 0; i < vs->n_dirty; i++)
+                if (vs->dirty[i].block == b)
+                        return vs->dirty[i].data;
+        return NULL;
 }
 
 /* A writable copy of block b in the batch: the stored one, or zeros if new. */
@@ -448,12 +475,8 @@ static int dirty_block(struct vecstore *vs, uint32_t b, float **data)
         struct dirty_block *d;
         int rc;
 
-        for (size_t i = 0; i < vs->n_dirty; i++) {
-                if (vs->dirty[i].block == b) {
-                        *data = vs->dirty[i].data;
-                        return 0;
-                }
-        }
+        if ((*data = find_dirty(vs, b)))
+                return 0;
         if (vs->n_dirty == vs->max_dirty && (rc = flush_dirty(vs)) < 0)
                 return rc;
         d = &vs->dirty[vs->n_dirty];
@@ -578,11 +601,21 @@ static int write_row(struct vecstore *vs, uint32_t row, const char *id, struct r
         return 0;
 }
 
-/* A new row for id: number it, map the id to it. */
-static int new_row(struct vecstore *vs, const char *id, uint32_t *row)
+/* ids[id] = row in the batch; an LMDB code. */
+static int put_id_row(struct vecstore *vs, const char *id, uint32_t row)
 {
         MDB_val k = text_val(id), v;
         unsigned char le[4];
+
+        put_le(le, row, 4);
+        v.mv_size = 4;
+        v.mv_data = le;
+        return mdb_put(vs->txn, vs->ids, &k, &v, 0);
+}
+
+/* A new row for id: number it, map the id to it. */
+static int new_row(struct vecstore *vs, const char *id, uint32_t *row)
+{
         int rc;
 
         if (vs->pending.rows == UINT32_MAX) {
@@ -594,10 +627,7 @@ static int new_row(struct vecstore *vs, const char *id, uint32_t *row)
                 return st_fail(&vs->err, ST_ENOMEM, "row table: out of memory");
         }
         *row = vs->pending.rows;
-        put_le(le, *row, 4);
-        v.mv_size = 4;
-        v.mv_data = le;
-        rc = mdb_put(vs->txn, vs->ids, &k, &v, 0);
+        rc = put_id_row(vs, id, *row);
         if (rc)
                 return batch_fail(vs, rc, "write doc id");
         vs->pending.rows++;
@@ -722,6 +752,11 @@ uint64_t vecstore_applied_seq(const struct vecstore *vs)
 size_t vecstore_count(const struct vecstore *vs)
 {
         return vs->committed.live;
+}
+
+size_t vecstore_dead(const struct vecstore *vs)
+{
+        return vs->committed.rows - vs->committed.live;
 }
 
 /* ---- search ---- */
@@ -1099,25 +1134,35 @@ static void rerank_share(struct share *sh)
                 rerank(p, sh->merged, j);
 }
 
+/* The doc id of row, from "rows" in txn, into id (VECSTORE_MAX_ID bytes, NUL-terminated). */
+static int read_row_id(struct vecstore *vs, MDB_txn *txn, uint32_t row, char *id)
+{
+        unsigned char key[4];
+        MDB_val k = {4, key}, v;
+        int rc;
+
+        put_be32(key, row);
+        rc = mdb_get(txn, vs->rows, &k, &v);
+        if (rc)
+                return db_fail(vs, rc, "read row");
+        if (v.mv_size <= ROW_HEADER || v.mv_size - ROW_HEADER >= VECSTORE_MAX_ID)
+                return corrupt(vs, "row size", v.mv_size);
+        memcpy(id, (char *)v.mv_data + ROW_HEADER, v.mv_size - ROW_HEADER);
+        id[v.mv_size - ROW_HEADER] = '\0';
+        return 0;
+}
+
 /* Fill n hits from sorted slots, ids from "rows". */
 static int name_hits(struct vecstore *vs, MDB_txn *txn, const struct slot *slots, size_t n,
                      struct vecstore_hit *hits)
 {
         for (size_t i = 0; i < n; i++) {
-                unsigned char key[4];
-                MDB_val k = {4, key}, v;
                 int rc;
 
                 hits[i].score = slots[i].score;
                 hits[i].row = slots[i].row;
-                put_be32(key, hits[i].row);
-                rc = mdb_get(txn, vs->rows, &k, &v);
-                if (rc)
-                        return db_fail(vs, rc, "read row");
-                if (v.mv_size <= ROW_HEADER || v.mv_size - ROW_HEADER >= VECSTORE_MAX_ID)
-                        return corrupt(vs, "row size", v.mv_size);
-                memcpy(hits[i].id, (char *)v.mv_data + ROW_HEADER, v.mv_size - ROW_HEADER);
-                hits[i].id[v.mv_size - ROW_HEADER] = '\0';
+                if ((rc = read_row_id(vs, txn, slots[i].row, hits[i].id)) < 0)
+                        return rc;
         }
         return 0;
 }
@@ -1426,6 +1471,194 @@ out_txn:
 const char *vecstore_last_error(const struct vecstore *vs)
 {
         return vs->err.msg;
+}
+
+/* ---- compaction ---- */
+
+/* Lowest tombstoned row of s at or above from; s->rows when there is none. */
+static uint32_t next_hole(const struct state *s, uint32_t from)
+{
+        size_t words = ((size_t)s->rows + 63) / 64;
+
+        for (size_t w = from / 64; w < words; w++) {
+                uint64_t dead = ~s->bits[w * MAPS + MAP_LIVE]; /* bits past rows are 0 */
+                size_t row;
+
+                if (w == from / 64)
+                        dead &= ~(uint64_t)0 << (from % 64);
+                if (!dead)
+                        continue;
+                row = w * 64 + (size_t)__builtin_ctzll(dead);
+                return row < s->rows ? (uint32_t)row : s->rows;
+        }
+        return s->rows;
+}
+
+/* Row's float32 vector as the batch sees it, copied into out (dim floats). */
+static int read_row_vector(struct vecstore *vs, uint32_t row, float *out)
+{
+        uint32_t b = row / VECSTORE_BLOCK_ROWS;
+        size_t offset = (size_t)(row % VECSTORE_BLOCK_ROWS) * (size_t)vs->dim;
+        const float *dirty = find_dirty(vs, b);
+        const unsigned char *block;
+        int rc;
+
+        if (dirty) {
+                memcpy(out, dirty + offset, (size_t)vs->dim * sizeof(*out));
+                return 0;
+        }
+        rc = get_block(vs, vs->txn, vs->blocks, b, vs->block_bytes, &block);
+        if (rc < 0)
+                return rc;
+        memcpy(out, block + offset * sizeof(*out), (size_t)vs->dim * sizeof(*out));
+        return 0;
+}
+
+/* Delete key k from dbi in the batch. */
+static int delete_key(struct vecstore *vs, MDB_dbi dbi, MDB_val *k, const char *what)
+{
+        int rc = mdb_del(vs->txn, dbi, k, NULL);
+
+        return rc ? batch_fail(vs, rc, what) : 0;
+}
+
+static int delete_id(struct vecstore *vs, const char *id)
+{
+        MDB_val k = text_val(id);
+
+        return delete_key(vs, vs->ids, &k, "forget doc id");
+}
+
+/* Delete row's "rows" entry and clear its bits; the caller then shrinks pending.rows. */
+static int delete_row(struct vecstore *vs, uint32_t row)
+{
+        struct row_attr gone = {0, FLAG_DELETED};
+        unsigned char key[4];
+        MDB_val k = {4, key};
+
+        put_be32(key, row);
+        set_attr(&vs->pending, row, gone);
+        return delete_key(vs, vs->rows, &k, "delete row");
+}
+
+/* The last row, a tombstone: forget its id and the row. */
+static int drop_dead_row(struct vecstore *vs, uint32_t row)
+{
+        char id[VECSTORE_MAX_ID];
+        int rc = read_row_id(vs, vs->txn, row, id);
+
+        if (rc == 0)
+                rc = delete_id(vs, id);
+        if (rc == 0)
+                rc = delete_row(vs, row);
+        return rc;
+}
+
+/*
+ * Live row src into tombstoned row dst < src: vector, attributes and id
+ * move, dst's old id is forgotten, src's entry goes.  src's vector is left
+ * in its block (shrink_blocks() zeroes or drops it).
+ */
+static int move_row(struct vecstore *vs, uint32_t src, uint32_t dst)
+{
+        char id[VECSTORE_MAX_ID], dead[VECSTORE_MAX_ID];
+        float vec[VECSTORE_MAX_DIM];
+        struct row_attr a = vs->pending.attrs[src];
+        int rc;
+
+        if ((rc = read_row_id(vs, vs->txn, dst, dead)) < 0 ||
+            (rc = read_row_id(vs, vs->txn, src, id)) < 0 ||
+            (rc = read_row_vector(vs, src, vec)) < 0 || (rc = delete_id(vs, dead)) < 0 ||
+            (rc = set_row_vector(vs, dst, vec)) < 0 || (rc = write_row(vs, dst, id, a)) < 0)
+                return rc;
+        rc = put_id_row(vs, id, dst);
+        if (rc)
+                return batch_fail(vs, rc, "write doc id");
+        return delete_row(vs, src);
+}
+
+/*
+ * Rows pending.rows..old_rows-1 are gone: zero those of them still in the
+ * last block kept if any moved out of it (tombstones are zero already),
+ * and delete the blocks past it.
+ */
+static int shrink_blocks(struct vecstore *vs, uint32_t old_rows, uint32_t lowest_moved)
+{
+        uint32_t rows = vs->pending.rows, keep = block_count(rows), had = block_count(old_rows);
+        size_t end = (size_t)keep * VECSTORE_BLOCK_ROWS;
+        unsigned char key[4];
+        MDB_val k = {4, key};
+        int rc;
+
+        drop_dirty(vs, keep); /* none today (only rows below keep get written); never flush them */
+        if (lowest_moved < end) {
+                float *data = NULL;
+                size_t first = rows % VECSTORE_BLOCK_ROWS;
+
+                if (end > old_rows)
+                        end = old_rows;
+                if ((rc = dirty_block(vs, keep - 1, &data)) < 0)
+                        return rc;
+                memset(data + first * (size_t)vs->dim, 0,
+                       (end - rows) * (size_t)vs->dim * sizeof(*data));
+        }
+        for (uint32_t b = keep; b < had; b++) {
+                put_be32(key, b);
+                if ((rc = delete_key(vs, vs->blocks, &k, "delete vector block")) < 0 ||
+                    (rc = delete_key(vs, vs->blocks_i8, &k, "delete int8 block")) < 0)
+                        return rc;
+        }
+        return 0;
+}
+
+/*
+ * One compaction step in one write transaction.  Each turn reclaims the
+ * last row: a tombstone is dropped, a live row moves into the lowest
+ * tombstone.  Both count against max_moves, so a step's work is bounded.
+ */
+int vecstore_compact(struct vecstore *vs, size_t max_moves, size_t *moved)
+{
+        struct state *p = &vs->pending;
+        uint32_t old_rows, hole = 0, lowest_moved = UINT32_MAX;
+        size_t n_moved = 0;
+        int rc;
+
+        *moved = 0;
+        if (vs->txn)
+                return st_fail(&vs->err, ST_EINVAL, "vecstore_compact: a batch is open");
+        if (max_moves == 0)
+                return st_fail(&vs->err, ST_EINVAL, "vecstore_compact: max_moves is 0");
+        if (vs->committed.rows == vs->committed.live)
+                return 0;
+        if ((rc = vecstore_begin(vs)) < 0)
+                return rc;
+        old_rows = p->rows;
+        for (size_t turn = 0; turn < max_moves && p->rows > p->live; turn++) {
+                uint32_t last = p->rows - 1;
+
+                if (p->attrs[last].flags & FLAG_DELETED) {
+                        rc = drop_dead_row(vs, last);
+                } else {
+                        /* A tombstone lies below the live last row, as rows > live. */
+                        hole = next_hole(p, hole);
+                        rc = hole < last ? move_row(vs, last, hole)
+                                         : corrupt(vs, "live count against row flags", p->live);
+                        lowest_moved = last;
+                        n_moved++;
+                }
+                if (rc < 0)
+                        goto out_abort;
+                p->rows--;
+        }
+        if ((rc = shrink_blocks(vs, old_rows, lowest_moved)) < 0)
+                goto out_abort;
+        rc = vecstore_commit(vs, vs->committed.applied_seq);
+        if (rc == 0)
+                *moved = n_moved;
+        return rc;
+out_abort:
+        vecstore_abort(vs); /* most failures have done it already */
+        return rc;
 }
 
 /* ---- open and close ---- */

@@ -6,7 +6,8 @@
  * The on-disk layout is the table at the top of vecstore.c; docs/search.md
  * has the search modes and their measured speed and recall.
  *
- * Rows: every doc id gets a row number for life.  Vectors live in blocks of
+ * Rows: every doc id gets a row number, which stays the same until a
+ * compaction (below) renumbers rows.  Vectors live in blocks of
  * VECSTORE_BLOCK_ROWS rows, each block one contiguous LMDB value that search
  * reads in place through the memory map (no copy).  Every block is stored
  * twice: float32, and int8 codes with one scale per row (a quarter of the
@@ -37,9 +38,21 @@
  * not one commit per doc.
  *
  * Deletes are tombstones: the row keeps its number, its vector is zeroed and
- * search skips it; if the id is put again it gets the same row back.
- * Future work: compaction (renumber live rows, drop the dead ones) once
- * tombstones are a noticeable share of a store.
+ * search skips it; if the id is put again it gets the same row back, unless
+ * a compaction has reclaimed the row in between.
+ *
+ * Compaction (vecstore_compact()) reclaims tombstones in steps the caller
+ * bounds: each step is one write transaction that moves live rows from the
+ * end of the store into the lowest tombstoned rows and drops the dead rows
+ * left at the end, so the row count and the blocks shrink.  A reclaimed
+ * tombstone's id is forgotten: if it is put again it gets a new row.  A
+ * moved doc keeps its id, vector, base model, NSFW flag and metadata, so
+ * searches return the same ids and scores after a step as before it; only
+ * row numbers change.  Row numbers (hits' rows, blocked lists from
+ * vecstore_rows_of_ids()) are therefore valid until the next compaction
+ * step: recompute them after one.  A step rewrites the blocks it moves rows
+ * into (like a commit), so cost grows with max_moves; docs/search.md has
+ * the measured cost.
  *
  * Formats: this build writes format 2.  vecstore_open() migrates a format 1
  * store (no int8 blocks) in place, in one write transaction, by encoding its
@@ -62,6 +75,8 @@
  *   ST_ENOTFOUND  vecstore_get_meta(): no live doc with that id.
  * Any error from put, delete or commit other than ST_EINVAL discards the
  * whole batch (an LMDB write transaction cannot go on after a failure).
+ * vecstore_compact() errors likewise discard the whole step: the store is
+ * as before it.
  *
  * Thread rules: a store has one owner thread, which makes every call (the
  * shard server is single-threaded).  It may be handed to another thread
@@ -138,7 +153,7 @@ enum vecstore_scan {
 
 struct vecstore_hit {
         float score;              /* inner product of the query and the row */
-        uint32_t row;             /* row number, stable for the life of the id */
+        uint32_t row;             /* row number, stable until the next compaction step */
         char id[VECSTORE_MAX_ID]; /* doc id, NUL-terminated copy */
 };
 
@@ -190,6 +205,28 @@ uint64_t vecstore_applied_seq(const struct vecstore *vs);
 size_t vecstore_count(const struct vecstore *vs);
 
 /*
+ * Tombstoned rows as of the last commit or compaction step, i.e. rows that
+ * vecstore_compact() can still reclaim.  No I/O.
+ */
+size_t vecstore_dead(const struct vecstore *vs);
+
+/*
+ * One compaction step, with no batch open (else ST_EINVAL), in one LMDB
+ * write transaction: reclaims up to max_moves rows (> 0, else ST_EINVAL)
+ * from the end of the store.  A live last row moves into the lowest
+ * tombstoned row, whose id is forgotten; a tombstoned last row is dropped
+ * with its id.  Each counts one against max_moves, so a step does bounded
+ * work; *moved is set to the rows moved (0 on error).  Call it until
+ * vecstore_dead() is 0: every successful step reclaims
+ * min(max_moves, vecstore_dead()) rows, and a store without tombstones is
+ * left alone (no transaction, *moved 0).  The applied sequence is kept.
+ * Row numbers change: see "Compaction" at the top.  Errors: ST_EAGAIN
+ * (map grown; call again), ST_ETOOBIG (use a smaller max_moves), ST_EDB,
+ * ST_ENOMEM; after any error the store is as it was before the call.
+ */
+int vecstore_compact(struct vecstore *vs, size_t max_moves, size_t *moved);
+
+/*
  * The k best live rows for query q (dim floats, finite) by inner product,
  * among the rows filter f allows (f NULL allows all).  hits has room for k
  * (k <= VECSTORE_MAX_K, else ST_EINVAL); *n_hits is set to the number found
@@ -226,11 +263,12 @@ void vecstore_set_scan(struct vecstore *vs, enum vecstore_scan scan);
 int vecstore_set_threads(struct vecstore *vs, int threads);
 
 /*
- * Rows of the ids that have one (live or deleted; unknown ids are skipped),
- * ascending and without repeats, into rows (room for n): the blocked list of
- * a filter.  *n_rows is set to the count.  Sees the last committed batch;
- * rows are for life, so the list stays valid.  ST_EINVAL for an empty or
- * over-long id, ST_EDB if LMDB fails.
+ * Rows of the ids that have one (live, or deleted and not yet reclaimed by
+ * a compaction; other ids are skipped), ascending and without repeats, into
+ * rows (room for n): the blocked list of a filter.  *n_rows is set to the
+ * count.  Sees the last commit; the list stays valid until the next
+ * compaction step, which renumbers rows: make it again after one.
+ * ST_EINVAL for an empty or over-long id, ST_EDB if LMDB fails.
  */
 int vecstore_rows_of_ids(struct vecstore *vs, const char *const *ids, size_t n, uint32_t *rows,
                          size_t *n_rows);
