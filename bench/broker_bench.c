@@ -2,7 +2,8 @@
  * broker_bench.c - job round trips per second through the catalog's broker,
  * and write transactions per second of its store.
  *
- *   broker_bench STYLUS_BIN N_JOBS WORKERS...
+ *   broker_bench STYLUS_BIN N_JOBS WORKERS...   (each worker count with a credit
+ *                                              window of 1 and of 2: proto/worker.h)
  *
  * 1. Store: N_JOBS crawl records are applied in one transaction, then one
  *    refine result per record is applied in its own write transaction
@@ -119,7 +120,7 @@ static double bench_store(size_t n)
         double t0, t;
 
         if (!mkdtemp(dir) || catalog_open(dir, &c, &err) ||
-            catalog_start_source(c, "civitai", false, &err)) {
+            catalog_start_source(c, "civitai", false, false, &err)) {
                 fprintf(stderr, "store: %s\n", err.msg);
                 exit(1);
         }
@@ -211,7 +212,7 @@ static int refine_left(void *ctx, const char *ep)
         return (int)(pending + leased);
 }
 
-static double bench_broker(const char *bin, size_t n, int workers)
+static double bench_broker(const char *bin, size_t n, int workers, size_t window)
 {
         char dir[] = "/tmp/stylus-broker-bench-XXXXXX", ep[64], cmd[128];
         void *ctx = zmq_ctx_new();
@@ -281,7 +282,8 @@ static double bench_broker(const char *bin, size_t n, int workers)
                                                   .stage = "refine",
                                                   .handle = refine,
                                                   .arena_limit = 1 << 24,
-                                                  .stop = &stop_workers};
+                                                  .stop = &stop_workers,
+                                                  .window = window};
                 pthread_create(&w[i].thread, NULL, run_worker, &w[i]);
         }
         while ((left = refine_left(ctx, ep)) != 0)
@@ -314,9 +316,11 @@ int main(int argc, char **argv)
         for (int i = 3; i < argc; i++) {
                 int workers = (int)strtol(argv[i], NULL, 10);
 
-                printf("broker: %2d workers, %zu jobs: %.0f round trips/s\n", workers, n,
-                       bench_broker(argv[1], n, workers));
-                fflush(stdout);
+                for (size_t window = 1; window <= 2; window++) {
+                        printf("broker: %2d workers, window %zu, %zu jobs: %.0f round trips/s\n",
+                               workers, window, n, bench_broker(argv[1], n, workers, window));
+                        fflush(stdout);
+                }
         }
         return 0;
 }

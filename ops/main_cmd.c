@@ -18,6 +18,7 @@ static const struct command commands[] = {
     {"crawler", cmd_crawler, "crawler worker: Civitai model pages to raw records"},
     {"refiner", cmd_refiner, "refiner worker: raw records to StylusDocs"},
     {"indexer", cmd_indexer, "indexer worker: StylusDocs to embeddings"},
+    {"embed", cmd_embed, "embed texts as the indexer does; one JSON line per text"},
     {"shard", cmd_shard, "shard server: follows the changelog, answers top-K"},
     {"serve", cmd_serve, "query node: HTTP /v1/compose over the shards"},
     {"ask", cmd_ask, "ask a query node which adapters suit a prompt"},

@@ -21,6 +21,7 @@ struct shard_group {
 
 struct fanout {
         void *ctx;
+        const struct security *sec; /* borrowed: the caller keeps it for f's life */
         struct shard_group shards[FANOUT_MAX_SHARDS];
         size_t n_shards;
         long deadline_ms;
@@ -93,6 +94,7 @@ int fanout_new(const char *const *shards, size_t n_shards, long deadline_ms,
         if (!f)
                 return st_fail(err, ST_ENOMEM, "out of memory");
         f->ctx = zmq_ctx_new();
+        f->sec = sec;
         f->deadline_ms = deadline_ms;
         for (size_t i = 0; i < n_shards && !rc; i++)
                 rc = add_group(f, shards[i], sec, err);
@@ -210,10 +212,59 @@ static int take_hits(const msgpack_object *body, struct arena *a, struct compose
         return 0;
 }
 
+#define STATUS_TIMEOUT_MS 500 /* asking a refusing shard which model it serves */
+
+/* The model a replica serves, from its STATUS reply, into out[size]; "" when unknown. */
+static void served_model(struct fanout *f, const struct replica *rep, char *out, size_t size)
+{
+        struct wire_msg m;
+        struct arena tmp;
+        char *model = NULL;
+        size_t i;
+
+        out[0] = '\0';
+        if (wire_request(f->ctx, f->sec, rep->endpoint, "STATUS", NULL, 0,
+                         f->deadline_ms < STATUS_TIMEOUT_MS ? f->deadline_ms : STATUS_TIMEOUT_MS,
+                         &m))
+                return;
+        arena_init(&tmp, 4096);
+        if (!strcmp(m.command, "STATUS") && m.has_body &&
+            !wire_get_str(&m.body.data, "model", &tmp, &model) && model) {
+                for (i = 0; model[i] && i + 1 < size; i++)
+                        out[i] = model[i] >= 0x20 && model[i] <= 0x7e ? model[i] : '?';
+                out[i] = '\0';
+        }
+        arena_release(&tmp);
+        wire_msg_release(&m);
+}
+
+/*
+ * Replica r of shard g refused the query with why: ST_EDIM, and when it is
+ * an embedding model mismatch, a message naming both models (the shard's
+ * from its STATUS), so the HTTP caller sees what to fix.
+ */
+static int refused(struct fanout *f, size_t g, size_t r, const struct fanout_query *q,
+                   const char *why, struct st_error *err)
+{
+        char served[128];
+
+        if (!why || !strstr(why, "model"))
+                return st_fail(err, ST_EDIM, "shard %zu: %s", g, why ? why : "error");
+        served_model(f, &f->shards[g].replicas[r], served, sizeof(served));
+        if (!served[0])
+                return st_fail(err, ST_EDIM,
+                               "shard %zu: %s; this query node embeds with '%s' (%d dims)", g, why,
+                               q->model, q->dim);
+        return st_fail(err, ST_EDIM,
+                       "embedding model mismatch: this query node embeds with '%s' (%d dims), "
+                       "shard %zu serves '%s'",
+                       q->model, q->dim, g, served);
+}
+
 /* Handle one reply on replica r of group g; true when it completed that shard. */
-static bool on_reply(struct fanout *f, size_t g, size_t r, struct pending *p, struct arena *a,
-                     struct composer_candidate **cand, size_t *n, size_t *cap, int *rc,
-                     struct st_error *err)
+static bool on_reply(struct fanout *f, size_t g, size_t r, const struct fanout_query *q,
+                     struct pending *p, struct arena *a, struct composer_candidate **cand,
+                     size_t *n, size_t *cap, int *rc, struct st_error *err)
 {
         struct wire_msg m;
         uint64_t req_id = 0;
@@ -234,7 +285,7 @@ static bool on_reply(struct fanout *f, size_t g, size_t r, struct pending *p, st
 
                 arena_init(&tmp, 4096);
                 wire_get_str(&m.body.data, "error", &tmp, &why);
-                *rc = st_fail(err, ST_EDIM, "shard %zu: %s", g, why ? why : "error");
+                *rc = refused(f, g, r, q, why, err);
                 arena_release(&tmp);
                 goto out;
         }
@@ -288,7 +339,7 @@ int fanout_search(struct fanout *f, const struct fanout_query *q, struct arena *
 
                         if (!(items[i].revents & ZMQ_POLLIN) || p[g].done)
                                 continue;
-                        if (on_reply(f, g, where[i][1], &p[g], a, cand, n, &cap, &rc, err)) {
+                        if (on_reply(f, g, where[i][1], q, &p[g], a, cand, n, &cap, &rc, err)) {
                                 open--;
                                 answered++;
                         }

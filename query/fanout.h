@@ -28,7 +28,8 @@ struct fanout;
 /*
  * shards[i] is a comma-separated list of replica endpoints of shard i,
  * e.g. "tcp://10.0.0.1:5600,tcp://10.0.0.2:5600".  sec gives the CURVE keys
- * (proto/security.h); endpoints beyond loopback need them.
+ * (proto/security.h); endpoints beyond loopback need them.  sec is
+ * borrowed: keep it until fanout_destroy().
  */
 int fanout_new(const char *const *shards, size_t n_shards, long deadline_ms,
                const struct security *sec, struct fanout **out, struct st_error *err);
@@ -46,8 +47,9 @@ struct fanout_query {
 /*
  * Retrieve the best k candidates.  Docs are decoded into a; *cand is an
  * arena array sorted by score, best first.  *coverage is answered shards ÷
- * shards.  ST_EAGAIN when no shard answered; ST_EDIM when a shard reports a
- * model mismatch.
+ * shards.  ST_EAGAIN when no shard answered; ST_EDIM when a shard refuses
+ * the query: for an embedding model mismatch err names both models (the
+ * shard's is asked with a STATUS request, up to 500 ms).
  */
 int fanout_search(struct fanout *f, const struct fanout_query *q, struct arena *a,
                   struct composer_candidate **cand, size_t *n, double *coverage,
