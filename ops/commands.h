@@ -9,6 +9,7 @@
 
 int cmd_catalog(int argc, char **argv);
 int cmd_crawler(int argc, char **argv);
+int cmd_images(int argc, char **argv);
 int cmd_refiner(int argc, char **argv);
 int cmd_indexer(int argc, char **argv);
 int cmd_embed(int argc, char **argv);

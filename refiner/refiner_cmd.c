@@ -15,6 +15,7 @@
 #include "proto/log.h"
 #include "proto/wire.h"
 #include "refiner/card.h"
+#include "refiner/image_source.h"
 #include "refiner/vlm.h"
 
 struct refiner {
@@ -65,7 +66,8 @@ static void usage(FILE *f)
             "                      [--vlm-url URL --vlm-model NAME [--vlm-key-file FILE]\n"
             "                       [--vlm-json-mode] [--vlm-timeout-ms MS] [--vlm-deadline-ms "
             "MS]\n"
-            "                       [--vlm-concurrency N] [--vlm-tokens-per-min N]]\n"
+            "                       [--vlm-concurrency N] [--vlm-tokens-per-min N]\n"
+            "                       [--image-store DIR] [--allow-private]]\n"
             "\n"
             "Run a refiner worker: take refine jobs from the catalog and write a StylusDoc\n"
             "for each raw record (description, task category, recommended weight, trigger\n"
@@ -94,6 +96,12 @@ static void usage(FILE *f)
             "                          (default 4).  A worker sends one request at a time to\n"
             "                          the VLM; run more workers for more\n"
             "  --vlm-tokens-per-min N  token-rate limit of this worker (default: none)\n"
+            "  --image-store DIR       read example images from this image store (stylus\n"
+            "                          images --store DIR; local or shared) by their sha256;\n"
+            "                          images it lacks are downloaded (docs/images.md)\n"
+            "  --allow-private         let image downloads reach private, loopback and\n"
+            "                          link-local addresses (tests, LAN mirrors); the VLM\n"
+            "                          endpoint itself may always be anywhere\n"
             "\n"
             "examples:\n"
             "  stylus refiner\n"
@@ -101,7 +109,8 @@ static void usage(FILE *f)
             "  STYLUS_VLM_KEY=sk-... stylus refiner --vlm-url https://api.openai.com/v1 \\\n"
             "      --vlm-model gpt-4o --vlm-json-mode --vlm-tokens-per-min 30000\n"
             "  stylus refiner --vlm-url http://gpu1.lan:8000/v1 --vlm-model "
-            "Qwen/Qwen2.5-VL-7B-Instruct\n"
+            "Qwen/Qwen2.5-VL-7B-Instruct \\\n"
+            "      --image-store /mnt/stylus/images\n"
             "  stylus refiner --vlm-url http://127.0.0.1:11434/v1 --vlm-model qwen2.5vl:7b \\\n"
             "      --vlm-timeout-ms 120000 --vlm-deadline-ms 280000   # catalog --lease-ms "
             "300000\n",
@@ -189,6 +198,31 @@ static bool numeric_option(int c, struct vlm_config *vc)
         }
 }
 
+/* Where images come from (before the worker thread starts); false, logged, on error. */
+static bool configure_images(const struct image_source_config *ic)
+{
+        struct st_error err = {0};
+
+        if (image_source_configure(ic, &err) != 0) {
+                log_error("--image-store: %s", st_error_text(&err, err.code));
+                return false;
+        }
+        if (ic->store_dir)
+                log_info("reading example images from the image store %s when it has them",
+                         ic->store_dir);
+        return true;
+}
+
+static void log_image_stats(const struct image_source_config *ic)
+{
+        struct image_source_stats st;
+
+        image_source_get_stats(&st);
+        log_info("images: %llu read from the store%s, %llu store misses, %llu downloads",
+                 (unsigned long long)st.from_store, ic->store_dir ? "" : " (none configured)",
+                 (unsigned long long)st.store_misses, (unsigned long long)st.downloads);
+}
+
 /* Make the VLM refiner of vc with the key of key_file / $STYLUS_VLM_KEY; NULL on error. */
 static struct vlm *open_vlm(struct vlm_config *vc, const char *key_file)
 {
@@ -222,11 +256,14 @@ int cmd_refiner(int argc, char **argv)
             {"vlm-deadline-ms", required_argument, NULL, 'D'},
             {"vlm-concurrency", required_argument, NULL, 'C'},
             {"vlm-tokens-per-min", required_argument, NULL, 'R'},
+            {"image-store", required_argument, NULL, 'I'},
+            {"allow-private", no_argument, NULL, 'P'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
         const char *endpoint = "tcp://127.0.0.1:5555", *docs_out = NULL, *key_file = NULL;
         struct refiner rf = {NULL, NULL};
+        struct image_source_config ic = {NULL, false};
         struct vlm_config vc;
         bool vlm_flags = false;
         long long max_jobs = 0;
@@ -261,6 +298,14 @@ int cmd_refiner(int argc, char **argv)
                         vc.json_mode = true;
                         vlm_flags = true;
                         break;
+                case 'I':
+                        ic.store_dir = optarg;
+                        vlm_flags = true;
+                        break;
+                case 'P':
+                        ic.allow_private = true;
+                        vlm_flags = true;
+                        break;
                 case 'T':
                 case 'D':
                 case 'C':
@@ -279,20 +324,30 @@ int cmd_refiner(int argc, char **argv)
         if (optind < argc)
                 goto bad_usage;
         if (vlm_flags && !vc.url) {
-                fputs("stylus refiner: --vlm-* options need --vlm-url\n", stderr);
+                fputs("stylus refiner: --vlm-*, --image-store and --allow-private need "
+                      "--vlm-url\n",
+                      stderr);
                 goto bad_usage;
         }
-        if (vc.url && !(rf.vlm = open_vlm(&vc, key_file)))
+        if (vc.url && !configure_images(&ic))
                 return 2;
+        if (vc.url && !(rf.vlm = open_vlm(&vc, key_file))) {
+                image_source_shutdown();
+                return 2;
+        }
         if (docs_out && !(rf.docs_out = fopen(docs_out, "a"))) {
                 log_error("--docs-out %s: %s", docs_out, strerror(errno));
                 vlm_destroy(&rf.vlm);
+                image_source_shutdown();
                 return 2;
         }
         status = cli_run_worker("refiner", endpoint, "refine", refine_job, &rf, (long)max_jobs);
-        if (rf.vlm)
+        if (rf.vlm) {
                 vlm_log_stats(rf.vlm);
+                log_image_stats(&ic);
+        }
         vlm_destroy(&rf.vlm);
+        image_source_shutdown();
         if (rf.docs_out)
                 fclose(rf.docs_out);
         return status;

@@ -4,9 +4,10 @@
  * A run keeps one slot per request: its easy handle while it is in the multi
  * handle, its headers, and the growing body.  The loop adds requests while
  * fewer than max_in_flight run, lets curl work, and turns each finished
- * transfer into a result.  The multi handle outlives runs, and with it the
- * connection cache, so a worker's requests to its endpoint reuse one
- * connection.
+ * transfer into a result.  The multi handles outlive runs, and with them
+ * the connection caches, so a worker's requests to its endpoint reuse one
+ * connection.  public_only requests have their own multi handle: its cache
+ * holds only connections opened under the address guard.
  */
 #include "refiner/vlm_http.h"
 
@@ -18,12 +19,15 @@
 #include <strings.h>
 #include <time.h>
 
+#include "crawler/address_guard.h"
+
 #define BODY_FIRST_ALLOC 16384
 #define POLL_MAX_MS      1000
 #define CONNECT_MAX_MS   10000L
 
 struct vlm_http {
-        CURLM *multi;
+        CURLM *multi;        /* requests to URLs the operator gave (the VLM endpoint) */
+        CURLM *public_multi; /* public_only requests: every connection passed the guard */
         char *user_agent;
 };
 
@@ -35,6 +39,7 @@ struct slot {
         size_t body_cap; /* bytes allocated for req->body */
         bool too_big;    /* the write callback refused the body */
         bool done;
+        struct address_guard guard; /* what a public_only transfer refused to connect to */
         char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -51,13 +56,16 @@ int vlm_http_new(const char *user_agent, struct vlm_http **out, struct st_error 
                 goto out_global;
         h->user_agent = strdup(user_agent);
         h->multi = curl_multi_init();
-        if (!h->user_agent || !h->multi)
+        h->public_multi = curl_multi_init();
+        if (!h->user_agent || !h->multi || !h->public_multi)
                 goto out_free;
         *out = h;
         return 0;
 out_free:
         if (h->multi)
                 curl_multi_cleanup(h->multi);
+        if (h->public_multi)
+                curl_multi_cleanup(h->public_multi);
         free(h->user_agent);
         free(h);
 out_global:
@@ -70,6 +78,7 @@ void vlm_http_destroy(struct vlm_http **h)
         if (!h || !*h)
                 return;
         curl_multi_cleanup((*h)->multi);
+        curl_multi_cleanup((*h)->public_multi);
         free((*h)->user_agent);
         free(*h);
         *h = NULL;
@@ -250,6 +259,10 @@ static int setup(struct vlm_http *h, struct slot *s)
         curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
         curl_easy_setopt(e, CURLOPT_PRIVATE, s);
+        if (r->public_only) {
+                curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, address_guard_open_socket);
+                curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, &s->guard);
+        }
         if (r->post_body) {
                 curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->post_body);
                 curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->post_len);
@@ -292,6 +305,10 @@ static void finish(struct slot *s, CURLcode code)
                 memcpy(r->content_type, ctype, strlen(ctype) + 1);
         if (s->too_big) {
                 st_fail(&r->error, ST_ETOOBIG, "%s: response over %zu bytes", r->url, r->max_body);
+        } else if (code != CURLE_OK && s->guard.refused) {
+                st_fail(&r->error, ST_EINVAL,
+                        "%s: refused to connect to %s, not a public address (--allow-private)",
+                        r->url, s->guard.address);
         } else if (code != CURLE_OK) {
                 rc = curl_code_error(code);
                 st_fail(&r->error, rc, "%s: %s", r->url,
@@ -308,8 +325,8 @@ static void finish(struct slot *s, CURLcode code)
         }
 }
 
-/* Start the request of slot s; false when it failed at once (its error is set). */
-static bool start(struct vlm_http *h, struct slot *s)
+/* Start the request of slot s on multi; false when it failed at once (its error is set). */
+static bool start(struct vlm_http *h, CURLM *multi, struct slot *s)
 {
         struct vlm_http_request *r = s->req;
         int rc;
@@ -329,7 +346,7 @@ static bool start(struct vlm_http *h, struct slot *s)
                 return false;
         }
         rc = setup(h, s);
-        if (!rc && curl_multi_add_handle(h->multi, s->easy) != CURLM_OK)
+        if (!rc && curl_multi_add_handle(multi, s->easy) != CURLM_OK)
                 rc = ST_ENOMEM;
         if (rc) {
                 st_fail(&r->error, rc, "%s: cannot start the transfer", r->url);
@@ -338,10 +355,10 @@ static bool start(struct vlm_http *h, struct slot *s)
         return true;
 }
 
-static void slot_release(struct vlm_http *h, struct slot *s)
+static void slot_release(CURLM *multi, struct slot *s)
 {
         if (s->easy) {
-                curl_multi_remove_handle(h->multi, s->easy);
+                curl_multi_remove_handle(multi, s->easy);
                 curl_easy_cleanup(s->easy);
                 s->easy = NULL;
         }
@@ -350,7 +367,7 @@ static void slot_release(struct vlm_http *h, struct slot *s)
 }
 
 /* Collect finished transfers; returns how many finished. */
-static size_t reap(struct vlm_http *h)
+static size_t reap(CURLM *multi)
 {
         struct slot *s;
         CURLMsg *msg;
@@ -358,13 +375,13 @@ static size_t reap(struct vlm_http *h)
         int left;
         size_t n = 0;
 
-        while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
+        while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
                 if (msg->msg != CURLMSG_DONE)
                         continue;
                 curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &private);
                 s = (struct slot *)private;
                 finish(s, msg->data.result);
-                slot_release(h, s);
+                slot_release(multi, s);
                 n++;
         }
         return n;
@@ -375,10 +392,15 @@ int vlm_http_run(struct vlm_http *h, struct vlm_http_request *reqs, size_t n,
 {
         struct slot *slots;
         size_t next = 0, running = 0, i;
+        CURLM *multi;
         int still, rc = 0;
 
         if (!h || (!reqs && n))
                 return ST_EINVAL;
+        for (i = 1; i < n; i++)
+                if (reqs[i].public_only != reqs[0].public_only)
+                        return ST_EINVAL;
+        multi = n > 0 && reqs[0].public_only ? h->public_multi : h->multi;
         if (max_in_flight == 0)
                 max_in_flight = 1;
         slots = calloc(n ? n : 1, sizeof(*slots));
@@ -390,24 +412,24 @@ int vlm_http_run(struct vlm_http *h, struct vlm_http_request *reqs, size_t n,
         }
         while (next < n || running > 0) {
                 while (next < n && running < max_in_flight) {
-                        if (start(h, &slots[next])) {
+                        if (start(h, multi, &slots[next])) {
                                 running++;
                         } else {
                                 slots[next].done = true;
-                                slot_release(h, &slots[next]);
+                                slot_release(multi, &slots[next]);
                         }
                         next++;
                 }
                 if (running == 0)
                         continue;
-                if (curl_multi_perform(h->multi, &still) != CURLM_OK) {
+                if (curl_multi_perform(multi, &still) != CURLM_OK) {
                         rc = ST_EIO;
                         break;
                 }
-                running -= reap(h);
+                running -= reap(multi);
                 if (running == 0 || (next < n && running < max_in_flight))
                         continue;
-                if (curl_multi_poll(h->multi, NULL, 0, POLL_MAX_MS, NULL) != CURLM_OK) {
+                if (curl_multi_poll(multi, NULL, 0, POLL_MAX_MS, NULL) != CURLM_OK) {
                         rc = ST_EIO;
                         break;
                 }
@@ -415,7 +437,7 @@ int vlm_http_run(struct vlm_http *h, struct vlm_http_request *reqs, size_t n,
         for (i = 0; i < n; i++) {
                 if (slots[i].done)
                         continue;
-                slot_release(h, &slots[i]);
+                slot_release(multi, &slots[i]);
                 st_fail(&reqs[i].error, rc, "transfer abandoned: curl multi failed");
         }
         free(slots);

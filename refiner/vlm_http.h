@@ -27,6 +27,13 @@
  * bearer value goes into one header only; the header copies are wiped after
  * the transfer, and it never appears in an error message or a log line.
  *
+ * Private addresses: a request marked public_only (its URL came from
+ * fetched content: an example image) never connects to a private, loopback
+ * or link-local address, on any hop (crawler/address_guard.h).  Such
+ * requests run over their own connection cache, in which every connection
+ * was opened under that check, so an image URL naming the VLM endpoint's
+ * host (often on the LAN) cannot ride on the endpoint's open connection.
+ *
  * Thread rules: a vlm_http belongs to the thread that made it; vlm_http_run
  * blocks that thread until every request of the batch has finished.
  */
@@ -50,7 +57,9 @@
  * error.code after the run:
  *   0             a whole response arrived, whatever its status (look at
  *                 status); a 2xx also had the content type asked for
- *   ST_EINVAL     URL unparsable or not http/https; max_body or timeout_ms 0
+ *   ST_EINVAL     URL unparsable or not http/https; max_body or timeout_ms 0;
+ *                 public_only and every address of a hop was private,
+ *                 loopback or link-local (the message names the address)
  *   ST_ETOOBIG    body over max_body
  *   ST_EPROTO     2xx with another content type; a redirect to another
  *                 protocol or more than VLM_HTTP_MAX_REDIRECTS of them
@@ -68,6 +77,7 @@ struct vlm_http_request {
         size_t max_body;       /* response cap in bytes, > 0 */
         long timeout_ms;       /* whole transfer including connect, > 0 */
         bool follow_redirects; /* else a 3xx is returned as it is */
+        bool public_only;      /* URL from fetched content: public addresses only */
 
         struct st_error error;
         long status; /* HTTP status of the last response, 0 when none came */
@@ -90,9 +100,10 @@ void vlm_http_destroy(struct vlm_http **h);
 
 /*
  * Run the n requests, at most max_in_flight (>= 1) at a time, and return
- * when all have finished; each outcome is in its request.  Returns 0 (even
- * when requests failed) or ST_ENOMEM / ST_EIO when the run itself broke
- * down, in which case unfinished requests carry that error.  Earlier
+ * when all have finished; each outcome is in its request.  The requests of
+ * one run are all public_only or all not (ST_EINVAL otherwise).  Returns 0
+ * (even when requests failed) or ST_ENOMEM / ST_EIO when the run itself
+ * broke down, in which case unfinished requests carry that error.  Earlier
  * results in the requests are released first.
  */
 int vlm_http_run(struct vlm_http *h, struct vlm_http_request *reqs, size_t n,

@@ -109,7 +109,8 @@ def run(workdir, name, vlm):
             with open(key_file, "w") as f:
                 f.write(KEY + "\n")
             refiner += ["--vlm-url", vlm_url + "/v1", "--vlm-model", MODEL, "--vlm-key-file", key_file,
-                        "--vlm-json-mode", "--vlm-concurrency", "4", "--vlm-tokens-per-min", "10000000"]
+                        "--vlm-json-mode", "--vlm-concurrency", "4", "--vlm-tokens-per-min", "10000000",
+                        "--allow-private"]  # the fixture images are on 127.0.0.1
         cat = "tcp://127.0.0.1:%d" % free_port()
         cluster.start("catalog", [BIN, "catalog", "--data", os.path.join(cluster.workdir, "catalog"),
                                   "--bind", cat, "--source", "civitai", "--source", "hf"])

@@ -85,7 +85,7 @@ def main():
         cluster.start("catalog2", [BIN, "catalog", "--data", catalog_dir, "--bind", cat,
                                    "--source", "civitai", "--source", "hf", "--refine-as", WANT])
         cluster.start("vlm-refiner", [BIN, "refiner", "--connect", cat, "--vlm-url", vlm, "--vlm-model", MODEL,
-                                      "--vlm-key-file", key_file, "--vlm-json-mode"])
+                                      "--vlm-key-file", key_file, "--vlm-json-mode", "--allow-private"])
         seen_min = len(ids)
         start = time.time()
         while time.time() - start < 240:
