@@ -270,6 +270,12 @@ char *civitai_images_url(struct arena *a, const char *base_url, uint64_t version
                             IMAGES_PER_CALL);
 }
 
+char *civitai_model_url(struct arena *a, const char *base_url, uint64_t model_id)
+{
+        return arena_printf(a, "%.*s/api/v1/models/%llu", (int)base_length(base_url), base_url,
+                            (unsigned long long)model_id);
+}
+
 /* ---- one version ---- */
 
 static void parse_files(struct parser *p, const json_t *version, struct st_raw_record *r)
@@ -621,35 +627,43 @@ static int allocate_page(struct parser *p, const json_t *items, struct civitai_p
         return 0;
 }
 
+/* The records of every model in items, into out (zeroed by the caller). */
+static int parse_items(struct parser *p, const json_t *items, const char *base_url,
+                       const char *crawled_at, struct civitai_page *out, struct st_error *err)
+{
+        const json_t *item;
+        size_t i;
+
+        if (allocate_page(p, items, out))
+                return st_fail(err, ST_ENOMEM, "civitai models page: arena full");
+        out->n_items = json_array_size(items);
+        json_array_foreach(items, i, item)
+        {
+                parse_model(p, item, i, base_url, crawled_at, out);
+                if (p->out_of_memory)
+                        return st_fail(err, ST_ENOMEM, "civitai models page: arena full");
+        }
+        return 0;
+}
+
 int civitai_parse_models_page(const char *json, size_t len, const char *base_url,
                               const char *crawled_at, struct arena *a, struct civitai_page *out,
                               struct st_error *err)
 {
         struct parser p = {a, false};
-        json_t *root, *items, *item;
-        size_t i;
+        json_t *root, *items;
         int rc;
 
         memset(out, 0, sizeof(*out));
         rc = load_page(json, len, "models", &root, &items, err);
         if (rc)
                 return rc;
-        rc = allocate_page(&p, items, out);
-        if (rc) {
-                st_fail(err, rc, "civitai models page: arena full");
-                goto out_root;
-        }
-        out->n_items = json_array_size(items);
-        json_array_foreach(items, i, item)
-        {
-                parse_model(&p, item, i, base_url, crawled_at, out);
+        rc = parse_items(&p, items, base_url, crawled_at, out, err);
+        if (rc == 0) {
+                out->next_cursor = next_cursor(&p, root);
                 if (p.out_of_memory)
-                        break;
+                        rc = st_fail(err, ST_ENOMEM, "civitai models page: arena full");
         }
-        out->next_cursor = next_cursor(&p, root);
-        if (p.out_of_memory)
-                rc = st_fail(err, ST_ENOMEM, "civitai models page: arena full");
-out_root:
         json_decref(root);
         return rc;
 }
@@ -677,39 +691,6 @@ int civitai_parse_images_page(const char *json, size_t len, struct arena *a,
 }
 
 /* ---- crawling ---- */
-
-static int fetch_models_page(struct fetcher *f, const struct civitai_source *src,
-                             const char *cursor, struct arena *a, struct civitai_page *out,
-                             struct st_error *err)
-{
-        struct fetch_request req = {0};
-        char crawled_at[32];
-        int rc;
-
-        req.url = civitai_models_url(a, src->base_url, cursor, src->page_limit);
-        if (!req.url)
-                return st_fail(err, ST_ENOMEM, "civitai: arena full");
-        req.max_body = CIVITAI_MODELS_MAX_BODY;
-        req.content_type = "application/json";
-        req.token = src->token;
-        rc = fetcher_run(f, &req, 1);
-        if (rc) {
-                st_fail(err, rc, "civitai: fetcher failed on %s", req.url);
-                goto out_req;
-        }
-        if (req.result.error.code) {
-                rc = req.result.error.code;
-                if (err)
-                        *err = req.result.error;
-                goto out_req;
-        }
-        driver_utc_now(crawled_at);
-        rc = civitai_parse_models_page(req.result.body, req.result.body_len, src->base_url,
-                                       crawled_at, a, out, err);
-out_req:
-        fetch_request_release(&req);
-        return rc;
-}
 
 /*
  * Give record r the prompted images of one /api/v1/images response: 1 when
@@ -807,6 +788,7 @@ static int fill_images(struct fetcher *f, const struct civitai_source *src, stru
                          */
                         r->id = NULL;
                         out->n_errors++;
+                        out->n_dropped++;
                         continue;
                 }
                 out->n_images_filled += (size_t)applied;
@@ -819,18 +801,417 @@ out_reqs:
         return rc;
 }
 
-int civitai_crawl_page(struct fetcher *f, const struct civitai_source *src, const char *cursor,
-                       struct arena *a, struct civitai_page *out, struct st_error *err)
+/* ---- the validator cache ---- */
+
+/* Length of "civitai:<modelId>" at the start of a record id. */
+static size_t model_part(const char *id)
 {
+        return strcspn(id, "@");
+}
+
+static bool same_model(const char *a, const char *b)
+{
+        size_t n = model_part(a);
+
+        return n == model_part(b) && strncmp(a, b, n) == 0;
+}
+
+/* "civitai:model:<modelId>" of a record id "civitai:<modelId>@<versionId>". */
+static char *model_key(struct arena *a, const char *record_id)
+{
+        static const char prefix[] = "civitai:";
+        size_t n = model_part(record_id);
+
+        if (n < sizeof(prefix) || strncmp(record_id, prefix, sizeof(prefix) - 1) != 0)
+                return NULL;
+        return arena_printf(a, "civitai:model:%.*s", (int)(n - (sizeof(prefix) - 1)),
+                            record_id + sizeof(prefix) - 1);
+}
+
+/*
+ * Compare the n records of one model with its item entry, write the entry
+ * when they differ, and give vr[i] the hashes of r[i].  True when every
+ * record is known (driver_record_known).
+ */
+static bool remember_model(struct validator_cache *c, struct arena *a,
+                           const struct st_raw_record *r, size_t n, struct validator_record *vr)
+{
+        struct validator_entry old, fresh = {0};
+        char *key = model_key(a, r[0].id);
+        bool known = true;
+
+        if (!key)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (driver_validator_record(a, &r[i], &vr[i]))
+                        return false;
+        if (validator_cache_get(c, key, a, &old))
+                memset(&old, 0, sizeof(old));
+        for (size_t i = 0; i < n; i++)
+                known = known && driver_record_known(&old, &r[i], vr[i].stable_hash);
+        if (!driver_entry_same(&old, vr, n)) {
+                fresh.records = vr;
+                fresh.n_records = n;
+                driver_cache_put(c, key, &fresh);
+        }
+        return known;
+}
+
+/*
+ * Let the cache learn every model of out (its records are grouped by
+ * model, in page order); vr gets each record's hashes.  True when the page
+ * has records and every one is known.
+ */
+static bool remember_models(struct validator_cache *c, struct arena *a,
+                            const struct civitai_page *out, struct validator_record *vr)
+{
+        bool all_known = out->n_records > 0;
+        size_t start = 0;
+
+        for (size_t i = 1; i <= out->n_records; i++) {
+                bool known;
+
+                if (i < out->n_records && same_model(out->records[i].id, out->records[start].id))
+                        continue;
+                known = remember_model(c, a, out->records + start, i - start, vr + start);
+                all_known = all_known && known;
+                start = i;
+        }
+        return all_known;
+}
+
+/* After a page answered 200 and was built: update the cache and decide whether to stop. */
+static void remember_page(const struct civitai_source *src, struct arena *a, const char *url,
+                          const struct fetch_result *res, enum crawl_pass pass,
+                          struct civitai_page *out)
+{
+        struct validator_record *vr;
+        bool all_known;
+
+        if (!src->cache)
+                return;
+        vr = arena_calloc(a, out->n_records + 1, sizeof(*vr));
+        if (!vr) {
+                log_warn("civitai: arena full; page not cached");
+                return;
+        }
+        all_known = remember_models(src->cache, a, out, vr);
+        /* A page with records left out must be fetched in full next time. */
+        if (out->n_dropped == 0)
+                driver_remember_page(src->cache, url, res, out->next_cursor, vr, out->n_records);
+        else
+                all_known = false;
+        out->stop = pass == CRAWL_PASS_INCREMENTAL && all_known;
+}
+
+/* A 304: the page stands for the records the cache says, and goes on where it said. */
+static int answer_from_cache(const struct validator_entry *cached, enum crawl_pass pass,
+                             struct arena *a, struct civitai_page *out, struct st_error *err)
+{
+        if (driver_entry_ids(a, cached, &out->unchanged, &out->n_unchanged))
+                return st_fail(err, ST_ENOMEM, "civitai: arena full");
+        out->next_cursor = cached->next_cursor;
+        out->not_modified = true;
+        out->stop = pass == CRAWL_PASS_INCREMENTAL && out->n_unchanged > 0;
+        return 0;
+}
+
+/* ---- a page of a pass ---- */
+
+int civitai_crawl_page(struct fetcher *f, const struct civitai_source *src, const char *cursor,
+                       enum crawl_pass pass, struct arena *a, struct civitai_page *out,
+                       struct st_error *err)
+{
+        struct validator_entry cached;
+        struct fetch_request req = {0};
+        char crawled_at[32];
+        bool conditional;
         int rc;
 
         memset(out, 0, sizeof(*out));
         if (!src || !src->base_url)
                 return st_fail(err, ST_EINVAL, "civitai: no base_url");
-        rc = fetch_models_page(f, src, cursor, a, out, err);
+        req.url = civitai_models_url(a, src->base_url, cursor, src->page_limit);
+        if (!req.url)
+                return st_fail(err, ST_ENOMEM, "civitai: arena full");
+        req.max_body = CIVITAI_MODELS_MAX_BODY;
+        req.content_type = "application/json";
+        req.token = src->token;
+        rc = driver_cached_page(src->cache, req.url, a, &cached);
+        if (rc == ST_ENOMEM)
+                return st_fail(err, rc, "civitai: arena full");
+        conditional = rc == 0;
+        if (conditional)
+                driver_make_conditional(&req, &cached);
+        rc = fetcher_run(f, &req, 1);
+        if (rc) {
+                st_fail(err, rc, "civitai: fetcher failed on %s", req.url);
+                goto out_req;
+        }
+        if (req.result.error.code) {
+                rc = req.result.error.code;
+                if (err)
+                        *err = req.result.error;
+                goto out_req;
+        }
+        if (req.result.status == 304) {
+                rc = conditional ? answer_from_cache(&cached, pass, a, out, err)
+                                 : st_fail(err, ST_EPROTO,
+                                           "civitai: 304 to %s, asked without "
+                                           "a validator",
+                                           req.url);
+                goto out_req;
+        }
+        driver_utc_now(crawled_at);
+        rc = civitai_parse_models_page(req.result.body, req.result.body_len, src->base_url,
+                                       crawled_at, a, out, err);
+        if (rc == 0 && out->n_need_images > 0)
+                rc = fill_images(f, src, a, out, err);
+        if (rc == 0)
+                remember_page(src, a, req.url, &req.result, pass, out);
+out_req:
+        fetch_request_release(&req);
+        return rc;
+}
+
+/* ---- checks ---- */
+
+/* A positive decimal integer below 2^63 at *s, advancing *s. */
+static bool read_id(const char **s, uint64_t *out)
+{
+        uint64_t v = 0;
+        const char *p = *s;
+
+        for (; *p >= '0' && *p <= '9'; p++) {
+                if (v > (INT64_MAX - 9) / 10)
+                        return false;
+                v = v * 10 + (uint64_t)(*p - '0');
+        }
+        if (p == *s || v == 0)
+                return false;
+        *s = p;
+        *out = v;
+        return true;
+}
+
+/* "civitai:<modelId>@<versionId>". */
+static bool parse_check_id(const char *id, uint64_t *model, uint64_t *version)
+{
+        const char *p = id;
+
+        if (strncmp(p, "civitai:", 8) != 0)
+                return false;
+        p += 8;
+        if (!read_id(&p, model) || *p++ != '@' || !read_id(&p, version))
+                return false;
+        return *p == '\0';
+}
+
+static bool has_version(const json_t *model, uint64_t version)
+{
+        const json_t *v;
+        size_t i;
+
+        json_array_foreach(json_object_get(model, "modelVersions"), i, v)
+        {
+                const json_t *id = json_object_get(v, "id");
+
+                if (json_is_integer(id) && (uint64_t)json_integer_value(id) == version)
+                        return true;
+        }
+        return false;
+}
+
+/* The distinct models of a check and what their requests brought back. */
+struct check_models {
+        uint64_t *ids; /* n distinct model ids */
+        size_t n;
+        size_t *of;                 /* of[i]: index in ids of the check's id i */
+        uint64_t *versions;         /* versions[i]: version of the check's id i */
+        struct fetch_request *reqs; /* reqs[k]: GET of ids[k] (malloc'd) */
+        json_t **roots; /* roots[k]: model k's JSON (borrowed from items), NULL if gone */
+        json_t *items;  /* every model that answered, as a page's items */
+};
+
+static int plan_check(struct arena *a, char *const *ids, size_t n, struct check_models *m,
+                      struct st_error *err)
+{
+        m->ids = arena_calloc(a, n, sizeof(*m->ids));
+        m->of = arena_calloc(a, n, sizeof(*m->of));
+        m->versions = arena_calloc(a, n, sizeof(*m->versions));
+        m->roots = arena_calloc(a, n, sizeof(*m->roots));
+        if (!m->ids || !m->of || !m->versions || !m->roots)
+                return st_fail(err, ST_ENOMEM, "civitai: arena full");
+        for (size_t i = 0; i < n; i++) {
+                uint64_t model;
+                size_t k;
+
+                if (!parse_check_id(ids[i], &model, &m->versions[i]))
+                        return st_fail(
+                            err, ST_EINVAL,
+                            "civitai check: '%.80s' is not civitai:<modelId>@<versionId>", ids[i]);
+                for (k = 0; k < m->n && m->ids[k] != model; k++)
+                        ;
+                if (k == m->n)
+                        m->ids[m->n++] = model;
+                m->of[i] = k;
+        }
+        return 0;
+}
+
+/* GET every model at once; 0 when each answered 200 (loaded) or 404/410, else its error. */
+static int fetch_models(struct fetcher *f, const struct civitai_source *src, struct arena *a,
+                        struct check_models *m, struct st_error *err)
+{
+        int rc;
+
+        m->reqs = calloc(m->n, sizeof(*m->reqs));
+        m->items = json_array();
+        if (!m->reqs || !m->items)
+                return st_fail(err, ST_ENOMEM, "civitai: out of memory");
+        for (size_t k = 0; k < m->n; k++) {
+                m->reqs[k].url = civitai_model_url(a, src->base_url, m->ids[k]);
+                if (!m->reqs[k].url)
+                        return st_fail(err, ST_ENOMEM, "civitai: arena full");
+                m->reqs[k].max_body = CIVITAI_MODELS_MAX_BODY;
+                m->reqs[k].content_type = "application/json";
+                m->reqs[k].token = src->token;
+        }
+        rc = fetcher_run(f, m->reqs, m->n);
         if (rc)
-                return rc;
-        if (out->n_need_images == 0)
-                return 0;
-        return fill_images(f, src, a, out, err);
+                return st_fail(err, rc, "civitai: model requests broke down: %s", st_strerror(rc));
+        for (size_t k = 0; k < m->n; k++) {
+                const struct fetch_result *res = &m->reqs[k].result;
+                json_t *root;
+
+                if (res->error.code == ST_ENOTFOUND)
+                        continue;
+                if (res->error.code) {
+                        if (err)
+                                *err = res->error;
+                        return res->error.code;
+                }
+                rc = driver_load_json(res->body, res->body_len, CIVITAI_MAX_JSON_VALUES,
+                                      "civitai model", &root, err);
+                if (rc)
+                        return rc;
+                if (!json_is_object(root)) {
+                        json_decref(root);
+                        return st_fail(err, ST_ETYPE, "civitai model %llu: not an object",
+                                       (unsigned long long)m->ids[k]);
+                }
+                if (json_array_append_new(m->items, root)) /* frees root on failure */
+                        return st_fail(err, ST_ENOMEM, "civitai: out of memory");
+                m->roots[k] = root;
+        }
+        return 0;
+}
+
+static const struct st_raw_record *find_record(const struct civitai_page *page, const char *id)
+{
+        for (size_t i = 0; i < page->n_records; i++)
+                if (strcmp(page->records[i].id, id) == 0)
+                        return &page->records[i];
+        return NULL;
+}
+
+static bool already_placed(const struct driver_check *out, const char *id)
+{
+        for (size_t i = 0; i < out->n_records; i++)
+                if (strcmp(out->records[i].id, id) == 0)
+                        return true;
+        for (size_t i = 0; i < out->n_gone; i++)
+                if (strcmp(out->gone[i], id) == 0)
+                        return true;
+        return false;
+}
+
+/* Put each checked id where it belongs (driver.h, struct driver_check). */
+static void place_ids(char *const *ids, size_t n, const struct check_models *m,
+                      const struct civitai_page *page, struct driver_check *out)
+{
+        for (size_t i = 0; i < n; i++) {
+                const json_t *model = m->roots[m->of[i]];
+                const struct st_raw_record *r;
+
+                if (already_placed(out, ids[i]))
+                        continue;
+                if (!model || !has_version(model, m->versions[i]) ||
+                    !eligible_type(short_string(model, "type"))) {
+                        out->gone[out->n_gone++] = ids[i];
+                        continue;
+                }
+                r = find_record(page, ids[i]);
+                if (r) {
+                        out->records[out->n_records++] = *r;
+                } else {
+                        log_warn("civitai check: %s: record not built this time; not verified",
+                                 ids[i]);
+                        out->n_unverified++;
+                }
+        }
+}
+
+/* The cache learns the models that answered and forgets the deleted ones. */
+static void remember_check(const struct civitai_source *src, struct arena *a,
+                           const struct check_models *m, const struct civitai_page *page)
+{
+        struct validator_record *vr;
+
+        if (!src->cache)
+                return;
+        for (size_t k = 0; k < m->n; k++) {
+                char *key = m->roots[k] ? NULL
+                                        : arena_printf(a, "civitai:model:%llu",
+                                                       (unsigned long long)m->ids[k]);
+
+                if (key)
+                        validator_cache_remove(src->cache, key);
+        }
+        vr = arena_calloc(a, page->n_records + 1, sizeof(*vr));
+        if (vr)
+                remember_models(src->cache, a, page, vr);
+}
+
+int civitai_check(struct fetcher *f, const struct civitai_source *src, char *const *ids, size_t n,
+                  struct arena *a, struct driver_check *out, struct st_error *err)
+{
+        struct check_models m = {0};
+        struct civitai_page page;
+        struct parser p = {a, false};
+        char crawled_at[32];
+        int rc;
+
+        memset(out, 0, sizeof(*out));
+        memset(&page, 0, sizeof(page));
+        if (!src || !src->base_url)
+                return st_fail(err, ST_EINVAL, "civitai: no base_url");
+        if (n == 0 || n > DRIVER_MAX_CHECK_IDS)
+                return st_fail(err, ST_EINVAL, "civitai check: %zu ids, want 1..%d", n,
+                               DRIVER_MAX_CHECK_IDS);
+        rc = plan_check(a, ids, n, &m, err);
+        if (rc == 0)
+                rc = fetch_models(f, src, a, &m, err);
+        if (rc)
+                goto out_models;
+        driver_utc_now(crawled_at);
+        rc = parse_items(&p, m.items, src->base_url, crawled_at, &page, err);
+        if (rc == 0 && page.n_need_images > 0)
+                rc = fill_images(f, src, a, &page, err);
+        if (rc)
+                goto out_models;
+        out->records = arena_calloc(a, n, sizeof(*out->records));
+        out->gone = arena_calloc(a, n, sizeof(*out->gone));
+        if (!out->records || !out->gone) {
+                rc = st_fail(err, ST_ENOMEM, "civitai: arena full");
+                goto out_models;
+        }
+        place_ids(ids, n, &m, &page, out);
+        remember_check(src, a, &m, &page);
+out_models:
+        for (size_t k = 0; m.reqs && k < m.n; k++)
+                fetch_request_release(&m.reqs[k]);
+        free(m.reqs);
+        json_decref(m.items);
+        return rc;
 }

@@ -9,6 +9,25 @@
  *     the last page has no metadata.nextCursor.
  *   GET <base>/api/v1/images?modelVersionId=<id>&limit=10
  *     -> {"items":[{"url":..,"meta":{"prompt":..}|null}...], "metadata":{..}}
+ *   GET <base>/api/v1/models/<modelId>
+ *     -> one model item, the same shape as in the list; 404 when deleted
+ *   No ETag or Last-Modified is documented (reference: assume none); when a
+ *   server sends them anyway, they are used (below).
+ *
+ * Passes (civitai_crawl_page): a full and an incremental pass both walk
+ * sort=Newest, so a new model or version comes first.  With a validator
+ * cache (validator_cache.h), a models page is asked for with If-None-Match /
+ * If-Modified-Since when the cache has its validators; a 304 gives the
+ * page's record ids in unchanged and the cached next cursor, and builds no
+ * record.  Every page built is compared with the cache model by model
+ * (item "civitai:model:<id>"), and an incremental page whose records are all
+ * known (driver_record_known) sets stop.  Without validators the content
+ * hash decides downstream, as before.
+ *
+ * Checks (civitai_check): for each id civitai:<m>@<v>, GET /api/v1/models/<m>
+ * (once per model): 404 or 410, no version v in modelVersions, or a model
+ * no longer LORA/LoCon/DoRA -> gone; else the version's record, built as on
+ * a page (images call included).
  *
  * Field mapping (model m, version v; every key optional except m.id, m.name
  * and v.id; a key of the wrong type counts as absent):
@@ -51,6 +70,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crawler/driver.h"
 #include "crawler/fetch.h"
 #include "proto/arena.h"
 #include "proto/doc.h"
@@ -66,6 +86,7 @@ struct civitai_source {
         const char *base_url; /* "https://civitai.com" or a mirror; no trailing "/api" */
         const char *token;    /* optional API key; sent as Bearer to base_url's origin only */
         int page_limit;       /* models per page, 1..100; 0 = 100 */
+        struct validator_cache *cache; /* or NULL: no conditional requests, no stop */
 };
 
 struct civitai_page {
@@ -80,6 +101,12 @@ struct civitai_page {
         size_t n_errors;        /* models or versions dropped as malformed, or whose
                                    images call failed (logged; the next pass retries) */
         size_t n_images_filled; /* records whose images came from /api/v1/images */
+        size_t n_dropped;       /* records left out for the next pass because their images
+                                   call failed (also in n_errors) */
+        char **unchanged;       /* after a 304: every record id the page stands for */
+        size_t n_unchanged;
+        bool not_modified; /* the page answered 304; records is empty */
+        bool stop;         /* incremental pass: every record is known, go no further */
 };
 
 /*
@@ -92,6 +119,9 @@ char *civitai_models_url(struct arena *a, const char *base_url, const char *curs
 
 /* URL of the example images of one version: "<base>/api/v1/images?modelVersionId=<id>&limit=10". */
 char *civitai_images_url(struct arena *a, const char *base_url, uint64_t version_id);
+
+/* URL of one model: "<base>/api/v1/models/<id>". */
+char *civitai_model_url(struct arena *a, const char *base_url, uint64_t model_id);
 
 /*
  * Parse len bytes of a models page (the caller has bounded len) into *out,
@@ -114,15 +144,30 @@ int civitai_parse_images_page(const char *json, size_t len, struct arena *a,
                               struct st_error *err);
 
 /*
- * Crawl one models page through f: fetch it (cursor NULL = first page), parse
- * it, then fetch the images of every need_images version in one concurrent
- * run and give those records the prompted images (a failed images call is
- * logged and the record keeps the images it had); content hashes are
- * recomputed.  Returns 0 or the models page's fetch error (ST_ENET,
- * ST_EHTTP, ST_EAGAIN, ST_ETOOBIG, ST_EPROTO ...) or a parse error, with
- * context in err.  Call from the fetcher's thread.
+ * Crawl one models page of a pass through f: fetch it (cursor NULL = first
+ * page; conditionally when src->cache has its validators), parse it, then
+ * fetch the images of every need_images version in one concurrent run and
+ * give those records the prompted images (a record whose images call fails
+ * is left out, counted in n_dropped and n_errors); content hashes are
+ * recomputed.  Then the cache learns the page and its models (passes
+ * above).  Returns 0 or the models page's fetch error (ST_ENET, ST_EHTTP,
+ * ST_EAGAIN, ST_ETOOBIG, ST_EPROTO ... ; ST_EPROTO also for a 304 to a
+ * request that was not conditional) or a parse error, with context in
+ * err.  A cache that cannot be written is logged, not an error.  Call from
+ * the fetcher's thread.
  */
 int civitai_crawl_page(struct fetcher *f, const struct civitai_source *src, const char *cursor,
-                       struct arena *a, struct civitai_page *out, struct st_error *err);
+                       enum crawl_pass pass, struct arena *a, struct civitai_page *out,
+                       struct st_error *err);
+
+/*
+ * Check n ids (1..DRIVER_MAX_CHECK_IDS, each civitai:<modelId>@<versionId>)
+ * as described above, into *out (struct driver_check, driver.h).  Returns
+ * 0, ST_EINVAL (an id of another form, or too many), or the first error of
+ * a model request other than 404/410 (ST_ENET, ST_ETIMEOUT, ST_EHTTP,
+ * ST_EAGAIN ...) or of its JSON, so the catalog tries the job again.
+ */
+int civitai_check(struct fetcher *f, const struct civitai_source *src, char *const *ids, size_t n,
+                  struct arena *a, struct driver_check *out, struct st_error *err);
 
 #endif

@@ -1,9 +1,27 @@
 /*
- * crawler_cmd.c - `stylus crawler`: a worker that takes crawl jobs (a
- * source and a cursor), fetches that page of the source with its driver
- * (crawler/civitai.h for "civitai", crawler/hf.h for "hf"), and returns one
- * raw record per adapter version plus the next cursor.  Each source has its
- * own fetcher, so each keeps its own per-host rate and token.
+ * crawler_cmd.c - `stylus crawler`: a worker that takes crawl jobs and
+ * answers them with its source's driver (crawler/civitai.h for "civitai",
+ * crawler/hf.h for "hf").  Each source has its own fetcher, so each keeps
+ * its own per-host rate and token; both share the validator cache
+ * (--cache, crawler/validator_cache.h).
+ *
+ * Crawl JOB payload (proto/wire.h, plus the keys of issue 4):
+ *   key     type            meaning
+ *   source  str             "civitai" or "hf"
+ *   cursor  str | nil       page of the pass; nil = its first page
+ *   pass    str, optional   "full" (absent too) or "incremental"
+ *   check   [str], optional ids to verify, 1..DRIVER_MAX_CHECK_IDS; the job is a
+ *                           check, cursor and pass are ignored
+ * RESULT payload:
+ *   source       str
+ *   records      [raw_record]  built this time
+ *   next_cursor  str | nil     nil: the pass is done (always nil for a check)
+ *   skipped      uint          listed but not crawlable
+ *   unchanged    [str]         only when not empty: ids known unchanged without
+ *                              sending them (a 304, an HF repo at the same sha)
+ *   gone         [str]         checks only (maybe empty): ids whose model is gone
+ *   stop         bool          incremental passes only: this page was known
+ *                              ground, do not go on to next_cursor
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +31,7 @@
 #include "crawler/civitai.h"
 #include "crawler/fetch.h"
 #include "crawler/hf.h"
+#include "crawler/validator_cache.h"
 #include "ops/commands.h"
 #include "proto/cli.h"
 #include "proto/log.h"
@@ -26,6 +45,16 @@ struct crawler {
         struct fetcher *hf_fetcher;
         struct civitai_source civitai;
         struct hf_source hf;
+        struct validator_cache *cache; /* --cache, or NULL */
+};
+
+/* What one crawl job asks for. */
+struct crawl_request {
+        char *source;
+        char *cursor; /* NULL: the first page */
+        enum crawl_pass pass;
+        char **check; /* n_check ids, or NULL: a page of a pass */
+        size_t n_check;
 };
 
 /* What one crawl job produced, whatever the source; points into the job's arena. */
@@ -34,40 +63,105 @@ struct crawl_result {
         size_t n_skipped;
         struct st_raw_record *records;
         size_t n_records;
+        char **unchanged;
+        size_t n_unchanged;
+        char **gone; /* checks only */
+        size_t n_gone;
+        bool is_check;
+        bool has_stop; /* incremental passes only */
+        bool stop;
 };
 
-static int crawl_civitai(struct crawler *c, const char *cursor, struct arena *a,
+static const char *pass_name(enum crawl_pass pass)
+{
+        return pass == CRAWL_PASS_INCREMENTAL ? "incremental" : "full";
+}
+
+static int crawl_civitai(struct crawler *c, const struct crawl_request *job, struct arena *a,
                          struct crawl_result *res, struct st_error *err)
 {
+        const char *cursor = job->cursor;
         struct civitai_page page;
-        int rc = civitai_crawl_page(c->civitai_fetcher, &c->civitai, cursor, a, &page, err);
+        int rc =
+            civitai_crawl_page(c->civitai_fetcher, &c->civitai, cursor, job->pass, a, &page, err);
 
         if (rc)
                 return rc;
-        log_info("civitai page %s: %zu models, %zu adapters, %zu skipped, %zu errors, next %s",
-                 cursor ? cursor : "(first)", page.n_items, page.n_records, page.n_skipped,
-                 page.n_errors, page.next_cursor ? page.next_cursor : "(none: pass done)");
-        *res =
-            (struct crawl_result){page.next_cursor, page.n_skipped, page.records, page.n_records};
+        log_info("civitai %s page %s: %s%zu models, %zu adapters, %zu unchanged, %zu skipped, "
+                 "%zu errors, next %s%s",
+                 pass_name(job->pass), cursor ? cursor : "(first)",
+                 page.not_modified ? "304, " : "", page.n_items, page.n_records, page.n_unchanged,
+                 page.n_skipped, page.n_errors,
+                 page.next_cursor ? page.next_cursor : "(none: pass done)",
+                 page.stop ? " (stop: known ground)" : "");
+        *res = (struct crawl_result){.next_cursor = page.next_cursor,
+                                     .n_skipped = page.n_skipped,
+                                     .records = page.records,
+                                     .n_records = page.n_records,
+                                     .unchanged = page.unchanged,
+                                     .n_unchanged = page.n_unchanged,
+                                     .has_stop = job->pass == CRAWL_PASS_INCREMENTAL,
+                                     .stop = page.stop};
         return 0;
 }
 
-static int crawl_hf(struct crawler *c, const char *cursor, struct arena *a,
+static int crawl_hf(struct crawler *c, const struct crawl_request *job, struct arena *a,
                     struct crawl_result *res, struct st_error *err)
 {
+        const char *cursor = job->cursor;
         struct hf_page page;
-        int rc = hf_crawl_page(c->hf_fetcher, &c->hf, cursor, a, &page, err);
+        int rc = hf_crawl_page(c->hf_fetcher, &c->hf, cursor, job->pass, a, &page, err);
 
         if (rc)
                 return rc;
-        log_info("hf page %s: %zu repos, %zu adapters (%zu with cards), %zu skipped, "
-                 "%zu gated/disabled/private, %zu errors, next %s",
-                 cursor ? cursor : "(first)", page.n_items, page.n_records, page.n_cards,
-                 page.n_skipped, page.n_skipped_gated, page.n_errors,
-                 page.next_cursor ? page.next_cursor : "(none: pass done)");
-        *res = (struct crawl_result){page.next_cursor, page.n_skipped + page.n_skipped_gated,
-                                     page.records, page.n_records};
+        log_info("hf %s page %s: %s%zu repos, %zu adapters (%zu with cards, %zu from the "
+                 "cache), %zu unchanged, %zu skipped, %zu gated/disabled/private, %zu errors, "
+                 "next %s%s",
+                 pass_name(job->pass), cursor ? cursor : "(first)",
+                 page.not_modified ? "304, " : "", page.n_items, page.n_records, page.n_cards,
+                 page.n_cached_cards, page.n_unchanged, page.n_skipped, page.n_skipped_gated,
+                 page.n_errors, page.next_cursor ? page.next_cursor : "(none: pass done)",
+                 page.stop ? " (stop: known ground)" : "");
+        *res = (struct crawl_result){.next_cursor = page.next_cursor,
+                                     .n_skipped = page.n_skipped + page.n_skipped_gated,
+                                     .records = page.records,
+                                     .n_records = page.n_records,
+                                     .unchanged = page.unchanged,
+                                     .n_unchanged = page.n_unchanged,
+                                     .has_stop = job->pass == CRAWL_PASS_INCREMENTAL,
+                                     .stop = page.stop};
         return 0;
+}
+
+static int check_ids(struct crawler *c, const struct crawl_request *job, struct arena *a,
+                     struct crawl_result *res, struct st_error *err)
+{
+        struct driver_check found;
+        int rc;
+
+        if (strcmp(job->source, "civitai") == 0)
+                rc = civitai_check(c->civitai_fetcher, &c->civitai, job->check, job->n_check, a,
+                                   &found, err);
+        else
+                rc = hf_check(c->hf_fetcher, &c->hf, job->check, job->n_check, a, &found, err);
+        if (rc)
+                return rc;
+        log_info("%s check of %zu ids: %zu present, %zu gone, %zu not verified", job->source,
+                 job->n_check, found.n_records, found.n_gone, found.n_unverified);
+        *res = (struct crawl_result){.records = found.records,
+                                     .n_records = found.n_records,
+                                     .gone = found.gone,
+                                     .n_gone = found.n_gone,
+                                     .is_check = true};
+        return 0;
+}
+
+static void pack_ids(msgpack_packer *pk, const char *key, char *const *ids, size_t n)
+{
+        wire_pack_key(pk, key);
+        msgpack_pack_array(pk, n);
+        for (size_t i = 0; i < n; i++)
+                wire_pack_str(pk, ids[i]);
 }
 
 static int pack_result(msgpack_packer *pk, const char *source, const struct crawl_result *res,
@@ -80,7 +174,7 @@ static int pack_result(msgpack_packer *pk, const char *source, const struct craw
 
         gmtime_r(&now, &tm);
         strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        msgpack_pack_map(pk, 4);
+        msgpack_pack_map(pk, 4 + (res->n_unchanged > 0) + res->is_check + res->has_stop);
         wire_pack_kv_str(pk, "source", source);
         wire_pack_kv_str(pk, "next_cursor", res->next_cursor);
         wire_pack_kv_u64(pk, "skipped", res->n_skipped);
@@ -93,30 +187,89 @@ static int pack_result(msgpack_packer *pk, const char *source, const struct craw
                 if (rc)
                         return st_fail(err, rc, "cannot encode %s", res->records[i].id);
         }
+        if (res->n_unchanged > 0)
+                pack_ids(pk, "unchanged", res->unchanged, res->n_unchanged);
+        if (res->is_check)
+                pack_ids(pk, "gone", res->gone, res->n_gone);
+        if (res->has_stop)
+                wire_pack_kv_bool(pk, "stop", res->stop);
         return 0;
+}
+
+/* The check ids of a job: an array of 1..DRIVER_MAX_CHECK_IDS strings. */
+static int read_check(const msgpack_object *payload, struct arena *a, struct crawl_request *job,
+                      struct st_error *err)
+{
+        const msgpack_object *v = wire_get(payload, "check");
+
+        if (!v || v->type == MSGPACK_OBJECT_NIL)
+                return 0;
+        if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 ||
+            v->via.array.size > DRIVER_MAX_CHECK_IDS)
+                return st_fail(err, ST_EINVAL, "crawl job: 'check' must hold 1..%d ids",
+                               DRIVER_MAX_CHECK_IDS);
+        job->check = arena_calloc(a, v->via.array.size, sizeof(*job->check));
+        if (!job->check)
+                return st_fail(err, ST_ENOMEM, "crawl job: arena full");
+        for (uint32_t i = 0; i < v->via.array.size; i++) {
+                const msgpack_object *id = &v->via.array.ptr[i];
+
+                if (id->type != MSGPACK_OBJECT_STR || id->via.str.size == 0 ||
+                    id->via.str.size >= ST_LIMIT_STRING ||
+                    memchr(id->via.str.ptr, '\0', id->via.str.size))
+                        return st_fail(err, ST_EINVAL, "crawl job: check id %u is not a string",
+                                       (unsigned)i);
+                job->check[i] = arena_strndup(a, id->via.str.ptr, id->via.str.size);
+                if (!job->check[i])
+                        return st_fail(err, ST_ENOMEM, "crawl job: arena full");
+        }
+        job->n_check = v->via.array.size;
+        return 0;
+}
+
+static int read_job(const msgpack_object *payload, struct arena *a, struct crawl_request *job,
+                    struct st_error *err)
+{
+        const msgpack_object *given = wire_get(payload, "pass");
+        char *pass = NULL;
+
+        memset(job, 0, sizeof(*job));
+        if (wire_get_str(payload, "source", a, &job->source))
+                return st_fail(err, ST_EMISSING, "crawl job without a source");
+        wire_get_str(payload, "cursor", a, &job->cursor); /* nil: first page */
+        if (given && given->type != MSGPACK_OBJECT_NIL) { /* absent or nil: a full pass */
+                if (wire_get_str(payload, "pass", a, &pass) ||
+                    (strcmp(pass, "full") != 0 && strcmp(pass, "incremental") != 0))
+                        return st_fail(err, ST_EINVAL,
+                                       "crawl job: pass must be \"full\" or \"incremental\"");
+                if (strcmp(pass, "incremental") == 0)
+                        job->pass = CRAWL_PASS_INCREMENTAL;
+        }
+        return read_check(payload, a, job, err);
 }
 
 static int crawl_job(void *ctx, const msgpack_object *payload, struct arena *a, msgpack_packer *pk,
                      struct st_error *err)
 {
         struct crawler *c = ctx;
+        struct crawl_request job;
         struct crawl_result res;
-        char *source = NULL, *cursor = NULL;
-        int rc;
+        int rc = read_job(payload, a, &job, err);
 
-        if (wire_get_str(payload, "source", a, &source))
-                return st_fail(err, ST_EMISSING, "crawl job without a source");
-        wire_get_str(payload, "cursor", a, &cursor); /* nil: first page */
-        if (strcmp(source, "civitai") == 0)
-                rc = crawl_civitai(c, cursor, a, &res, err);
-        else if (strcmp(source, "hf") == 0)
-                rc = crawl_hf(c, cursor, a, &res, err);
-        else
-                return st_fail(err, ST_EINVAL, "this crawler has no driver for source '%.64s'",
-                               source);
         if (rc)
                 return rc;
-        return pack_result(pk, source, &res, err);
+        if (strcmp(job.source, "civitai") != 0 && strcmp(job.source, "hf") != 0)
+                return st_fail(err, ST_EINVAL, "this crawler has no driver for source '%.64s'",
+                               job.source);
+        if (job.check)
+                rc = check_ids(c, &job, a, &res, err);
+        else if (strcmp(job.source, "civitai") == 0)
+                rc = crawl_civitai(c, &job, a, &res, err);
+        else
+                rc = crawl_hf(c, &job, a, &res, err);
+        if (rc)
+                return rc;
+        return pack_result(pk, job.source, &res, err);
 }
 
 /* A token from the environment or a file (first line), never from a flag value. */
@@ -150,7 +303,8 @@ static void usage(FILE *f)
             "                      [--civitai-token-file FILE] [--max-per-host N]\n"
             "                      [--rate REQ_PER_S] [--hf-url URL] [--hf-token-file FILE]\n"
             "                      [--hf-rate REQ_PER_S] [--hf-page-limit N]\n"
-            "                      [--allow-private] [--contact TEXT] [--max-jobs N]\n"
+            "                      [--cache DIR] [--allow-private] [--contact TEXT]\n"
+            "                      [--max-jobs N]\n"
             "\n"
             "Run a crawler worker: take crawl jobs from the catalog and return one raw\n"
             "record per adapter version.  Source \"civitai\": pages of /api/v1/models\n"
@@ -169,6 +323,9 @@ static void usage(FILE *f)
             "  --hf-rate R             Hugging Face requests per second per host (default 1.5;\n"
             "                          0 = no limit)\n"
             "  --hf-page-limit N       repos per Hugging Face listing page, 1..1000 (default 25)\n"
+            "  --cache DIR             validator cache of this worker (ETags, what each page and\n"
+            "                          model produced): conditional requests, unchanged ids,\n"
+            "                          incremental passes that stop early (default: none)\n"
             "  --allow-private         let image and file downloads reach private, loopback and\n"
             "                          link-local addresses (tests, LAN mirrors); API URLs\n"
             "                          given here are always allowed\n"
@@ -198,6 +355,19 @@ static int make_fetcher(const struct fetcher_config *cfg, double rate, struct fe
         return 0;
 }
 
+static int open_cache(struct crawler *c, const char *dir)
+{
+        struct st_error err = {0, ""};
+
+        if (validator_cache_open(dir, &c->cache, &err)) {
+                fprintf(stderr, "stylus crawler: %s\n", st_error_text(&err, err.code));
+                return 1;
+        }
+        c->civitai.cache = c->cache;
+        c->hf.cache = c->cache;
+        return 0;
+}
+
 int cmd_crawler(int argc, char **argv)
 {
         static const struct option opts[] = {
@@ -213,11 +383,12 @@ int cmd_crawler(int argc, char **argv)
             {"hf-rate", required_argument, NULL, 'R'},
             {"hf-page-limit", required_argument, NULL, 'L'},
             {"allow-private", no_argument, NULL, 'P'},
+            {"cache", required_argument, NULL, 'C'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
         const char *endpoint = "tcp://127.0.0.1:5555", *token_file = NULL, *hf_token_file = NULL;
-        const char *contact = "+https://github.com/stylus-catalog";
+        const char *contact = "+https://github.com/stylus-catalog", *cache_dir = NULL;
         struct crawler c = {
             .civitai = {.base_url = "https://civitai.com", .page_limit = 100},
             .hf = {.base_url = "https://huggingface.co", .page_limit = HF_DEFAULT_PAGE_LIMIT},
@@ -267,6 +438,9 @@ int cmd_crawler(int argc, char **argv)
                 case 'P':
                         cfg.allow_private = true;
                         break;
+                case 'C':
+                        cache_dir = optarg;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -285,12 +459,14 @@ int cmd_crawler(int argc, char **argv)
                 fprintf(stderr, "stylus crawler: cannot read a token file\n");
                 goto out_tokens;
         }
+        if (cache_dir && open_cache(&c, cache_dir))
+                goto out_tokens;
         snprintf(agent, sizeof(agent), "stylus-catalog/0.1 (LoRA catalog crawler; %s)", contact);
         cfg.user_agent = agent;
         if (hf_token[0])
                 c.hf.token = hf_token; /* sent per request, only to hf.base_url (hf.h) */
         if (make_fetcher(&cfg, hf_rate, &c.hf_fetcher))
-                goto out_tokens;
+                goto out_cache;
         if (token[0]) {
                 cfg.token = token;
                 cfg.token_origin = c.civitai.base_url;
@@ -302,6 +478,8 @@ int cmd_crawler(int argc, char **argv)
         fetcher_destroy(&c.civitai_fetcher);
 out_hf:
         fetcher_destroy(&c.hf_fetcher);
+out_cache:
+        validator_cache_destroy(&c.cache);
 out_tokens:
         explicit_bzero(token, sizeof(token));
         explicit_bzero(hf_token, sizeof(hf_token));

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "proto/log.h"
+
 static const char replacement[] = "\xEF\xBF\xBD"; /* U+FFFD */
 
 /* Rough count of the values in a JSON text: commas + openers + 1. */
@@ -162,4 +164,114 @@ int driver_base_length(const char *base_url)
         while (len > 0 && base_url[len - 1] == '/')
                 len--;
         return len > INT_MAX ? INT_MAX : (int)len;
+}
+
+int driver_stable_hash(const struct st_raw_record *r, char out[65])
+{
+        struct st_raw_record copy = *r;
+
+        memset(&copy.stats, 0, sizeof(copy.stats));
+        return st_raw_record_hash(&copy, out);
+}
+
+bool driver_record_known(const struct validator_entry *item, const struct st_raw_record *r,
+                         const char *stable_hash)
+{
+        for (size_t i = 0; i < item->n_records; i++) {
+                const struct validator_record *v = &item->records[i];
+
+                if (strcmp(v->id, r->id) != 0)
+                        continue;
+                return (r->content_hash && strcmp(v->content_hash, r->content_hash) == 0) ||
+                       (stable_hash && strcmp(v->stable_hash, stable_hash) == 0);
+        }
+        return false;
+}
+
+int driver_cached_page(struct validator_cache *c, const char *url, struct arena *a,
+                       struct validator_entry *e)
+{
+        int rc;
+
+        memset(e, 0, sizeof(*e));
+        if (!c)
+                return ST_ENOTFOUND;
+        rc = validator_cache_get(c, url, a, e);
+        if (rc)
+                return rc;
+        return e->etag || e->last_modified ? 0 : ST_ENOTFOUND;
+}
+
+void driver_make_conditional(struct fetch_request *req, const struct validator_entry *e)
+{
+        req->if_none_match = e->etag;
+        req->if_modified_since = e->last_modified;
+}
+
+int driver_entry_ids(struct arena *a, const struct validator_entry *e, char ***ids, size_t *n)
+{
+        *ids = NULL;
+        *n = 0;
+        if (e->n_records == 0)
+                return 0;
+        *ids = arena_calloc(a, e->n_records, sizeof(**ids));
+        if (!*ids)
+                return ST_ENOMEM;
+        for (size_t i = 0; i < e->n_records; i++)
+                (*ids)[i] = e->records[i].id;
+        *n = e->n_records;
+        return 0;
+}
+
+int driver_validator_record(struct arena *a, const struct st_raw_record *r,
+                            struct validator_record *vr)
+{
+        char stable[65];
+        int rc = driver_stable_hash(r, stable);
+
+        if (rc)
+                return rc;
+        vr->id = r->id;
+        vr->content_hash = r->content_hash;
+        vr->stable_hash = arena_strdup(a, stable);
+        return vr->stable_hash && vr->content_hash ? 0 : ST_ENOMEM;
+}
+
+void driver_cache_put(struct validator_cache *c, const char *key, const struct validator_entry *e)
+{
+        struct st_error err = {0, ""};
+
+        if (c && validator_cache_put(c, key, e, &err))
+                log_warn("%s (the crawl goes on without it)", err.msg);
+}
+
+void driver_remember_page(struct validator_cache *c, const char *url,
+                          const struct fetch_result *res, const char *next_cursor,
+                          const struct validator_record *records, size_t n)
+{
+        struct validator_entry e = {0};
+
+        if (!c || (!res->etag && !res->last_modified))
+                return;
+        e.etag = res->etag;
+        e.last_modified = res->last_modified;
+        e.next_cursor = (char *)next_cursor;
+        e.records = (struct validator_record *)records;
+        e.n_records = n;
+        driver_cache_put(c, url, &e);
+}
+
+bool driver_entry_same(const struct validator_entry *old, const struct validator_record *vr,
+                       size_t n)
+{
+        if (old->n_records != n)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                const struct validator_record *o = &old->records[i];
+
+                if (strcmp(o->id, vr[i].id) != 0 ||
+                    strcmp(o->content_hash, vr[i].content_hash) != 0)
+                        return false;
+        }
+        return true;
 }

@@ -33,6 +33,7 @@ struct host {
         char *origin;       /* "scheme://host:port", lowercase */
         unsigned active;    /* transfers running now */
         int64_t next_start; /* monotonic ms before which no request may start */
+        long quota;         /* last RateLimit-Policy quota seen, -1 unknown */
 };
 
 struct job {
@@ -46,6 +47,8 @@ struct job {
         size_t max_body;
         bool too_big;               /* the write callback refused the body */
         char *link_next;            /* raw Link rel="next" target of the current response */
+        char *ratelimit;            /* raw RateLimit value of the current response */
+        char *ratelimit_policy;     /* raw RateLimit-Policy value of the current response */
         struct address_guard guard; /* what the current attempt refused to connect to */
         char errbuf[CURL_ERROR_SIZE];
 };
@@ -80,6 +83,7 @@ void fetcher_config_defaults(struct fetcher_config *c)
         c->retry_base_ms = 1000;
         c->retry_max_ms = 30000;
         c->retry_after_max_ms = 60000;
+        c->ratelimit_max_wait_ms = 300000;
 }
 
 static int64_t now_ms(void)
@@ -308,6 +312,7 @@ static struct host *find_host(struct fetcher *f, const char *origin)
                 return NULL;
         grown->active = 0;
         grown->next_start = 0;
+        grown->quota = -1;
         f->n_hosts++;
         return grown;
 }
@@ -431,7 +436,10 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
                 free(res->etag);
                 free(res->last_modified);
                 free(j->link_next);
+                free(j->ratelimit);
+                free(j->ratelimit_policy);
                 res->etag = res->last_modified = j->link_next = NULL;
+                j->ratelimit = j->ratelimit_policy = NULL;
                 return len;
         }
         colon = memchr(data, ':', len);
@@ -453,6 +461,10 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
                 rc = set_header_value(&res->last_modified, v, (size_t)(end - v));
         else if (name_len == 4 && strncasecmp(data, "link", 4) == 0)
                 rc = parse_link(j, v, (size_t)(end - v));
+        else if (name_len == 9 && strncasecmp(data, "ratelimit", 9) == 0)
+                rc = set_header_value(&j->ratelimit, v, (size_t)(end - v));
+        else if (name_len == 16 && strncasecmp(data, "ratelimit-policy", 16) == 0)
+                rc = set_header_value(&j->ratelimit_policy, v, (size_t)(end - v));
         return rc ? 0 : len;
 }
 
@@ -738,6 +750,11 @@ static int collect(struct job *j)
                 free(j->link_next);
                 j->link_next = NULL;
         }
+        ratelimit_parse(j->ratelimit, j->ratelimit ? strlen(j->ratelimit) : 0, j->ratelimit_policy,
+                        j->ratelimit_policy ? strlen(j->ratelimit_policy) : 0, &res->ratelimit);
+        free(j->ratelimit);
+        free(j->ratelimit_policy);
+        j->ratelimit = j->ratelimit_policy = NULL;
         return 0;
 }
 
@@ -748,6 +765,7 @@ static void reset_result(struct job *j)
         unsigned attempts = res->attempts;
 
         fetch_request_release(j->req);
+        ratelimit_init(&res->ratelimit);
         res->attempts = attempts;
         j->body_cap = 0;
 }
@@ -766,6 +784,44 @@ static int64_t backoff_ms(struct fetcher *f, struct job *j)
         return (int64_t)(d / 2 + next_random(f) % (d / 2 + 1));
 }
 
+/* Until the RateLimit window resets: t seconds, at least 1, capped. */
+static int64_t window_wait_ms(const struct fetcher *f, const struct ratelimit *rl)
+{
+        int64_t wait = rl->reset_s > 0 ? (int64_t)rl->reset_s * 1000 : 1000;
+
+        return wait > f->cfg.ratelimit_max_wait_ms ? f->cfg.ratelimit_max_wait_ms : wait;
+}
+
+static void pause_host(struct host *h, int64_t until)
+{
+        if (h && h->next_start < until)
+                h->next_start = until;
+}
+
+/*
+ * Remember the origin's quota, and pause the origin until the window resets
+ * when the response says it is nearly used up: the next request would risk
+ * a 429 that waiting avoids.
+ */
+static void obey_ratelimit(struct fetcher *f, struct job *j, struct host *h, int64_t now)
+{
+        const struct ratelimit *rl = &j->req->result.ratelimit;
+        long margin = f->cfg.max_per_host > 2 ? (long)f->cfg.max_per_host : 2;
+        int64_t wait;
+
+        if (!h)
+                return;
+        if (rl->quota > 0)
+                h->quota = rl->quota;
+        if (!ratelimit_is_low(rl, h->quota, margin))
+                return;
+        wait = window_wait_ms(f, rl);
+        log_info("fetch: %s: %ld requests left of %ld in this window; pausing %s for %lld ms",
+                 j->req->url, rl->remaining, rl->quota >= 0 ? rl->quota : h->quota, h->origin,
+                 (long long)wait);
+        pause_host(h, now + wait);
+}
+
 static void schedule_retry(struct fetcher *f, struct job *j, struct host *h, int64_t now)
 {
         struct fetch_result *res = &j->req->result;
@@ -776,8 +832,11 @@ static void schedule_retry(struct fetcher *f, struct job *j, struct host *h, int
                 if (delay > f->cfg.retry_after_max_ms)
                         delay = f->cfg.retry_after_max_ms;
                 /* The server asked the whole origin to wait, not just this request. */
-                if (h && h->next_start < now + delay)
-                        h->next_start = now + delay;
+                pause_host(h, now + delay);
+        } else if (res->status == 429 && res->ratelimit.reset_s >= 0) {
+                /* The Hub's 429 carries no Retry-After; its RateLimit says when to come back. */
+                delay = window_wait_ms(f, &res->ratelimit);
+                pause_host(h, now + delay);
         } else {
                 delay = backoff_ms(f, j);
         }
@@ -806,6 +865,7 @@ static void end_transfer(struct fetcher *f, struct job *j, CURLcode cc)
         if (h && h->active > 0)
                 h->active--;
         f->active--;
+        obey_ratelimit(f, j, h, now);
         if (code && retry && j->req->result.attempts <= f->cfg.max_retries) {
                 schedule_retry(f, j, h, now);
                 return;
@@ -847,6 +907,7 @@ static int prepare_job(struct job *j, struct fetch_request *r)
         if (j->max_body > SIZE_MAX / 4)
                 j->max_body = SIZE_MAX / 4; /* room for the doubling in on_body */
         fetch_request_release(r);
+        ratelimit_init(&r->result.ratelimit);
         if (!r->url)
                 return st_fail(&r->result.error, ST_EINVAL, "GET: no URL");
         j->origin = url_origin(r->url);
@@ -926,6 +987,8 @@ int fetcher_run(struct fetcher *f, struct fetch_request *reqs, size_t n)
         for (size_t i = 0; i < n; i++) {
                 free(jobs[i].origin);
                 free(jobs[i].link_next);
+                free(jobs[i].ratelimit);
+                free(jobs[i].ratelimit_policy);
                 curl_slist_free_all(jobs[i].headers);
         }
         free(jobs);

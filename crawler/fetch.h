@@ -24,9 +24,17 @@
  *     origin, across runs of the same fetcher (retries count as requests);
  *   - 429, 500, 502, 503, 504 and transport failures are retried up to
  *     max_retries times: after Retry-After when the server sends one (capped
- *     at retry_after_max_ms, and then the whole origin pauses that long),
- *     else after an exponential backoff (retry_base_ms doubling up to
- *     retry_max_ms, with jitter in [d/2, d]);
+ *     at retry_after_max_ms, and then the whole origin pauses that long);
+ *     for a 429 without Retry-After, after the RateLimit header's reset
+ *     time t (see below); else after an exponential backoff (retry_base_ms
+ *     doubling up to retry_max_ms, with jitter in [d/2, d]);
+ *   - a response whose RateLimit header (ratelimit.h; the Hugging Face Hub
+ *     sends it) says the window is nearly used up -- at most
+ *     max(2, max_per_host) requests or 5% of the quota left -- pauses its
+ *     origin until the window resets (t seconds, at least 1, capped at
+ *     ratelimit_max_wait_ms), so the quota is never overrun; the quota of a
+ *     RateLimit-Policy header is remembered per origin.  One pause per
+ *     origin: the Hub's "api" and "resolvers" windows share huggingface.co;
  *   - a descriptive User-Agent with a contact on every request.
  * The limits count the origin of the URL asked for; a redirect to another
  * host (a CDN) is not counted against that host.
@@ -50,6 +58,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "crawler/ratelimit.h"
 #include "proto/errors.h"
 
 /* Sent when the configuration does not name another; ops sets a real contact. */
@@ -73,9 +82,11 @@ struct fetcher_config {
         unsigned retry_base_ms;      /* first backoff (1000) */
         unsigned retry_max_ms;       /* backoff cap (30000) */
         unsigned retry_after_max_ms; /* cap on a server's Retry-After (60000) */
-        const char *token;           /* optional bearer token, copied; never logged */
-        const char *token_origin;    /* URL of the token's origin; required with token */
-        bool allow_private;          /* public_only requests may reach private, loopback and
+        unsigned ratelimit_max_wait_ms; /* cap on a wait for a RateLimit window to reset
+                                           (300000: the Hub's 5-minute window) */
+        const char *token;              /* optional bearer token, copied; never logged */
+        const char *token_origin;       /* URL of the token's origin; required with token */
+        bool allow_private;             /* public_only requests may reach private, loopback and
                                         link-local addresses (false); for tests and LAN mirrors */
 };
 
@@ -91,12 +102,13 @@ struct fetch_result {
         long status;           /* last HTTP status, 0 when no response arrived */
         char *body;            /* body_len bytes + a NUL; NULL when empty (e.g. 304) */
         size_t body_len;
-        char *content_type;  /* Content-Type of the final response */
-        char *etag;          /* ETag, as sent (quotes kept) */
-        char *last_modified; /* Last-Modified, as sent */
-        char *next_url;      /* absolute URL of Link rel="next", http(s) only */
-        long retry_after_s;  /* Retry-After of the last response, 0 if none */
-        unsigned attempts;   /* transfers made, 1 + retries */
+        char *content_type;         /* Content-Type of the final response */
+        char *etag;                 /* ETag, as sent (quotes kept) */
+        char *last_modified;        /* Last-Modified, as sent */
+        char *next_url;             /* absolute URL of Link rel="next", http(s) only */
+        long retry_after_s;         /* Retry-After of the last response, 0 if none */
+        struct ratelimit ratelimit; /* RateLimit(-Policy) of the last response; -1s if none */
+        unsigned attempts;          /* transfers made, 1 + retries */
 };
 
 /*

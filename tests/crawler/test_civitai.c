@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crawler/validator_cache.h"
+#include "fixture_server.h"
 #include "proto/log.h"
 
 #define CHECK(cond)                                                                                \
@@ -664,7 +666,7 @@ static void test_full_crawl(void)
 {
         struct fetcher_config cfg;
         struct fetcher *f = NULL;
-        struct civitai_source src = {NULL, NULL, 0};
+        struct civitai_source src = {NULL, NULL, 0, NULL};
         struct st_error err = {0, ""};
         struct arena a;
         json_t *truth = load_truth();
@@ -685,7 +687,7 @@ static void test_full_crawl(void)
                 int rc;
 
                 arena_init(&a, ARENA_MB);
-                rc = civitai_crawl_page(f, &src, cursor, &a, &p, &err);
+                rc = civitai_crawl_page(f, &src, cursor, CRAWL_PASS_FULL, &a, &p, &err);
                 if (rc) {
                         fprintf(stderr, "crawl page %zu: %s\n", pages, st_error_text(&err, rc));
                         exit(1);
@@ -741,6 +743,128 @@ static void test_full_crawl(void)
         stop_server(&fixture);
 }
 
+static int compare_strings(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Ids of a page's records, malloc'd copies (sorted), so they outlive its arena. */
+static char **copy_ids(char *const *ids, size_t n)
+{
+        char **out = calloc(n + 1, sizeof(*out));
+
+        CHECK(out);
+        for (size_t i = 0; i < n; i++)
+                CHECK((out[i] = strdup(ids[i])));
+        qsort(out, n, sizeof(*out), compare_strings);
+        return out;
+}
+
+static void free_ids(char **ids, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                free(ids[i]);
+        free(ids);
+}
+
+/*
+ * With a validator cache and a server that sends validators: the same page
+ * again is a 304 that stands for the same ids and cursor, and an incremental
+ * pass stops there.  Then check jobs: a present id comes back as a record,
+ * a deleted model and a missing version are gone, malformed ids are refused.
+ */
+static void test_cache_and_check(void)
+{
+        static const char *const args[] = {"--validators", "--max-per-host-check", "2", NULL};
+        struct fixture_server server;
+        struct validator_cache *cache = NULL;
+        struct civitai_source src = {NULL, NULL, 20, NULL};
+        struct st_error err = {0, ""};
+        struct civitai_page p;
+        struct driver_check found;
+        struct fetcher_config cfg;
+        struct fetcher *f = NULL;
+        char dir[128], *next, **first_ids, *check[3], missing_version[64];
+        size_t n_first;
+        struct arena a;
+
+        fixture_server_start(&server, "test_civitai_cache", args);
+        snprintf(dir, sizeof(dir), "/tmp/test_civitai_cache.%d", (int)getpid());
+        CHECK(validator_cache_open(dir, &cache, &err) == 0);
+        fetcher_config_defaults(&cfg);
+        cfg.rate_per_host = 0;
+        CHECK(fetcher_new(&cfg, &f, &err) == 0);
+        src.base_url = server.base;
+        src.cache = cache;
+
+        arena_init(&a, ARENA_MB);
+        CHECK(civitai_crawl_page(f, &src, NULL, CRAWL_PASS_FULL, &a, &p, &err) == 0);
+        CHECK(!p.not_modified && p.n_records > 0 && p.n_unchanged == 0 && !p.stop);
+        n_first = p.n_records;
+        {
+                char **page_ids = calloc(n_first, sizeof(*page_ids));
+
+                CHECK(page_ids);
+                for (size_t i = 0; i < n_first; i++)
+                        page_ids[i] = p.records[i].id;
+                first_ids = copy_ids(page_ids, n_first);
+                free(page_ids);
+        }
+        next = strdup(p.next_cursor);
+        arena_release(&a);
+
+        /* Again, as an incremental pass: 304, the same ids and cursor, and stop. */
+        CHECK(civitai_crawl_page(f, &src, NULL, CRAWL_PASS_INCREMENTAL, &a, &p, &err) == 0);
+        CHECK(p.not_modified && p.n_records == 0 && p.n_unchanged == n_first && p.stop);
+        CHECK(p.next_cursor && strcmp(p.next_cursor, next) == 0);
+        {
+                char **again = copy_ids(p.unchanged, p.n_unchanged);
+
+                for (size_t i = 0; i < n_first; i++)
+                        CHECK(strcmp(again[i], first_ids[i]) == 0);
+                free_ids(again, n_first);
+        }
+        arena_release(&a);
+
+        /* Checks. */
+        snprintf(missing_version, sizeof(missing_version), "%.*s@999999999",
+                 (int)strcspn(first_ids[0], "@"), first_ids[0]);
+        check[0] = first_ids[0];
+        check[1] = "civitai:1@1"; /* no model 1 */
+        check[2] = missing_version;
+        CHECK(civitai_check(f, &src, check, 3, &a, &found, &err) == 0);
+        CHECK(found.n_records == 1 && strcmp(found.records[0].id, first_ids[0]) == 0);
+        check_roundtrip(&found.records[0]);
+        CHECK(found.n_gone == 2 && found.n_unverified == 0);
+        CHECK(strcmp(found.gone[0], "civitai:1@1") == 0);
+        CHECK(strcmp(found.gone[1], missing_version) == 0);
+        arena_release(&a);
+        {
+                static char *const bad[] = {"hf:a/b@c", "civitai:1@", "civitai:0@1", "civitai:1@2x",
+                                            "civitai:99999999999999999999@1"};
+
+                for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                        CHECK(civitai_check(f, &src, &bad[i], 1, &a, &found, &err) == ST_EINVAL);
+                        CHECK(strstr(err.msg, bad[i]));
+                        arena_release(&a);
+                }
+                CHECK(civitai_check(f, &src, check, 0, &a, &found, &err) == ST_EINVAL);
+                CHECK(civitai_check(f, &src, check, DRIVER_MAX_CHECK_IDS + 1, &a, &found, &err) ==
+                      ST_EINVAL);
+        }
+        free_ids(first_ids, n_first);
+        free(next);
+        fetcher_destroy(&f);
+        validator_cache_destroy(&cache);
+        fixture_server_stop(&server);
+        {
+                char cmd[200];
+
+                snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+                CHECK(system(cmd) == 0);
+        }
+}
+
 int main(void)
 {
         log_setup("test", LOG_ERROR);
@@ -755,6 +879,7 @@ int main(void)
         test_content_hash();
         test_images_page();
         test_full_crawl();
+        test_cache_and_check();
         printf("test_civitai: ok\n");
         return 0;
 }

@@ -12,6 +12,8 @@
  *   /slow        200 after 150 ms; the server tracks requests in flight
  *   /rate        200; arrival times recorded
  *   /429/<key>   429 with Retry-After: <ra> the first 2 times per key, then 200
+ *   /rl/<r>      200 with RateLimit: "api";r=<r>;t=1 and RateLimit-Policy q=100, w=2
+ *   /rl429/<key> 429 with RateLimit r=0;t=1 and no Retry-After the first time, then 200
  *   /503         always 503
  *   /404         404
  *   /auth        200 text/plain "auth:yes" when the bearer token came, else "auth:no"
@@ -220,6 +222,20 @@ static void route(struct server *s, int fd, const char *req, const char *path)
                 } else {
                         respond(fd, "200 OK", "Content-Type: application/json\r\n", "{}");
                 }
+        } else if (strncmp(path, "/rl/", 4) == 0) {
+                snprintf(extra, sizeof(extra),
+                         "Content-Type: application/json\r\nRateLimit: \"api\";r=%d;t=1\r\n"
+                         "RateLimit-Policy: \"fixed window\";\"api\";q=100;w=2\r\n",
+                         atoi(path + 4));
+                respond(fd, "200 OK", extra, "{}");
+        } else if (strncmp(path, "/rl429/", 7) == 0) {
+                if (hit_key(s, path + 1) <= 1)
+                        respond(fd, "429 Too Many Requests",
+                                "RateLimit: \"api\";r=0;t=1\r\n"
+                                "RateLimit-Policy: \"fixed window\";\"api\";q=100;w=2\r\n",
+                                "{\"error\":\"rate limited\"}");
+                else
+                        respond(fd, "200 OK", "Content-Type: application/json\r\n", "{}");
         } else if (strcmp(path, "/503") == 0) {
                 respond(fd, "503 Service Unavailable", "", "busy");
         } else if (strcmp(path, "/auth") == 0) {
@@ -563,6 +579,76 @@ static void test_retries(void)
         fetcher_destroy(&f);
 }
 
+/* Time one GET of path through f, in ms. */
+static int64_t timed_get(struct fetcher *f, const char *path, struct fetch_request *r)
+{
+        int64_t start = now_ms();
+
+        memset(r, 0, sizeof(*r));
+        r->url = url(path);
+        get(f, r);
+        return now_ms() - start;
+}
+
+/* The Hub's RateLimit headers: read, and obeyed before the quota runs out. */
+static void test_ratelimit_headers(void)
+{
+        struct fetcher *f = make_fetcher(2, 0, 2);
+        struct fetch_request r;
+        int64_t elapsed;
+
+        /* Plenty left (50 of 100): read, and no pause. */
+        elapsed = timed_get(f, "/rl/50", &r);
+        expect_code(&r, 0);
+        CHECK(r.result.ratelimit.remaining == 50 && r.result.ratelimit.reset_s == 1);
+        CHECK(r.result.ratelimit.quota == 100 && r.result.ratelimit.window_s == 2);
+        fetch_request_release(&r);
+        elapsed = timed_get(f, "/rate", &r);
+        CHECK(elapsed < 500);
+        CHECK(r.result.ratelimit.remaining == -1 && r.result.ratelimit.quota == -1);
+        fetch_request_release(&r);
+
+        /* 5 of 100 left is low: the origin waits for the window (t=1) before the next request. */
+        timed_get(f, "/rl/5", &r);
+        expect_code(&r, 0);
+        fetch_request_release(&r);
+        elapsed = timed_get(f, "/rate", &r);
+        expect_code(&r, 0);
+        CHECK(elapsed >= 900);
+        fetch_request_release(&r);
+
+        /* 6 of 100 is not low; 2 left is, whatever the quota. */
+        timed_get(f, "/rl/6", &r);
+        fetch_request_release(&r);
+        CHECK(timed_get(f, "/rate", &r) < 500);
+        fetch_request_release(&r);
+
+        /* A 429 without Retry-After waits t seconds, not the (20 ms) backoff, and then succeeds. */
+        elapsed = timed_get(f, "/rl429/a", &r);
+        expect_code(&r, 0);
+        CHECK(r.result.attempts == 2);
+        CHECK(elapsed >= 900 && elapsed < 5000);
+        fetch_request_release(&r);
+        fetcher_destroy(&f);
+
+        /* The wait is capped by ratelimit_max_wait_ms. */
+        {
+                struct fetcher_config cfg;
+                struct st_error err = {0, ""};
+
+                fetcher_config_defaults(&cfg);
+                cfg.rate_per_host = 0;
+                cfg.ratelimit_max_wait_ms = 100;
+                CHECK(fetcher_new(&cfg, &f, &err) == 0);
+        }
+        timed_get(f, "/rl/0", &r);
+        fetch_request_release(&r);
+        elapsed = timed_get(f, "/rate", &r);
+        CHECK(elapsed >= 80 && elapsed < 900);
+        fetch_request_release(&r);
+        fetcher_destroy(&f);
+}
+
 static void test_connection_refused(void)
 {
         struct fetcher *f = make_fetcher(2, 0, 1);
@@ -815,6 +901,7 @@ int main(void)
         test_concurrency_cap();
         test_rate_limit();
         test_retries();
+        test_ratelimit_headers();
         test_connection_refused();
         test_token();
         test_address_guard();

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crawler/validator_cache.h"
 #include "fixture_server.h"
 #include "proto/log.h"
 
@@ -268,13 +269,16 @@ static void test_urls(void)
         struct arena a;
 
         arena_init(&a, 1 << 20);
-        CHECK_STR(hf_models_url(&a, "https://huggingface.co/", HF_LISTING_LORA_TAG, 0),
-                  "https://huggingface.co/api/models?filter=lora&pipeline_tag=text-to-image"
-                  "&full=true&sort=createdAt&direction=-1&limit=25");
-        CHECK_STR(hf_models_url(&a, "http://127.0.0.1:8080", HF_LISTING_LORA_NAME, 1000),
-                  "http://127.0.0.1:8080/api/models?search=lora&pipeline_tag=text-to-image"
-                  "&full=true&sort=createdAt&direction=-1&limit=1000");
-        CHECK(strstr(hf_models_url(&a, BASE, HF_LISTING_LORA_TAG, 1001), "&limit=25"));
+        CHECK_STR(
+            hf_models_url(&a, "https://huggingface.co/", HF_LISTING_LORA_TAG, CRAWL_PASS_FULL, 0),
+            "https://huggingface.co/api/models?filter=lora&pipeline_tag=text-to-image"
+            "&full=true&sort=createdAt&direction=-1&limit=25");
+        CHECK_STR(
+            hf_models_url(&a, "http://127.0.0.1:8080", HF_LISTING_LORA_NAME, CRAWL_PASS_FULL, 1000),
+            "http://127.0.0.1:8080/api/models?search=lora&pipeline_tag=text-to-image"
+            "&full=true&sort=createdAt&direction=-1&limit=1000");
+        CHECK(strstr(hf_models_url(&a, BASE, HF_LISTING_LORA_TAG, CRAWL_PASS_FULL, 1001),
+                     "&limit=25"));
         arena_release(&a);
 }
 
@@ -609,7 +613,7 @@ static void test_foreign_cursor(void)
 {
         struct fetcher_config cfg;
         struct fetcher *f = NULL;
-        struct hf_source src = {BASE, "hf_secret", 3};
+        struct hf_source src = {BASE, "hf_secret", 3, NULL};
         struct st_error err = {0, ""};
         struct arena a;
         struct hf_page p;
@@ -617,16 +621,17 @@ static void test_foreign_cursor(void)
         fetcher_config_defaults(&cfg);
         CHECK(fetcher_new(&cfg, &f, &err) == 0);
         arena_init(&a, ARENA_MB);
-        CHECK(hf_crawl_page(f, &src, "https://evil.example/api/models?filter=lora", &a, &p, &err) ==
-              ST_EINVAL);
+        CHECK(hf_crawl_page(f, &src, "https://evil.example/api/models?filter=lora", CRAWL_PASS_FULL,
+                            &a, &p, &err) == ST_EINVAL);
         CHECK(!strstr(err.msg, "hf_secret"));
         CHECK(hf_crawl_page(f, &src, "https://huggingface.co.evil.example/api/models?filter=lora",
-                            &a, &p, &err) == ST_EINVAL);
+                            CRAWL_PASS_FULL, &a, &p, &err) == ST_EINVAL);
         CHECK(hf_crawl_page(f, &src, "https://huggingface.co@evil.example/api/models?filter=lora",
-                            &a, &p, &err) == ST_EINVAL);
-        CHECK(hf_crawl_page(f, &src, BASE "/api/models?filter=lorax&cursor=1", &a, &p, &err) ==
-              ST_EINVAL);
-        CHECK(hf_crawl_page(f, &src, BASE "/api/spaces?filter=lora", &a, &p, &err) == ST_EINVAL);
+                            CRAWL_PASS_FULL, &a, &p, &err) == ST_EINVAL);
+        CHECK(hf_crawl_page(f, &src, BASE "/api/models?filter=lorax&cursor=1", CRAWL_PASS_FULL, &a,
+                            &p, &err) == ST_EINVAL);
+        CHECK(hf_crawl_page(f, &src, BASE "/api/spaces?filter=lora", CRAWL_PASS_FULL, &a, &p,
+                            &err) == ST_EINVAL);
         arena_release(&a);
         fetcher_destroy(&f);
 }
@@ -767,7 +772,7 @@ static void crawl_pass(struct fetcher *f, const struct hf_source *src, const jso
                 int rc;
 
                 arena_init(&a, ARENA_MB);
-                rc = hf_crawl_page(f, src, cursor, &a, &p, &err);
+                rc = hf_crawl_page(f, src, cursor, CRAWL_PASS_FULL, &a, &p, &err);
                 if (rc) {
                         fprintf(stderr, "crawl page %zu: %s\n", t->pages, st_error_text(&err, rc));
                         exit(1);
@@ -837,7 +842,7 @@ static void test_full_crawl(void)
         static const char *const args[] = {
             "--max-per-host-check", "2", "--latency-ms", "5", "--fault", "500:4", NULL};
         struct fetcher *f;
-        struct hf_source src = {NULL, NULL, 3}; /* small pages: several per listing */
+        struct hf_source src = {NULL, NULL, 3, NULL}; /* small pages: several per listing */
         struct crawl_totals t;
         json_t *truth = load_truth(), *stats, *status;
         json_int_t resolves;
@@ -897,7 +902,7 @@ static void test_crawl_readme_failure(void)
 {
         static const char *const args[] = {"--fault", "500:1:/pixelsmith/", NULL};
         struct fetcher *f;
-        struct hf_source src = {NULL, "hf_test_token", 0};
+        struct hf_source src = {NULL, "hf_test_token", 0, NULL};
         struct crawl_totals t;
         json_t *truth = load_truth();
 
@@ -914,6 +919,139 @@ static void test_crawl_readme_failure(void)
         fetcher_destroy(&f);
         fixture_server_stop(&fixture);
         json_decref(truth);
+}
+
+/* How many requests the fixture server counted under a /__stats by_prefix key. */
+static json_int_t served(struct fetcher *f, const char *prefix)
+{
+        char u[256];
+        json_t *stats;
+        json_int_t n;
+
+        snprintf(u, sizeof(u), "%s/__stats", fixture.base);
+        stats = get_json(f, u);
+        n = json_integer_value(json_object_get(json_object_get(stats, "by_prefix"), prefix));
+        json_decref(stats);
+        return n;
+}
+
+/* One page of a pass; the caller releases a. */
+static void crawl_page(struct fetcher *f, const struct hf_source *src, const char *cursor,
+                       enum crawl_pass pass, struct arena *a, struct hf_page *p)
+{
+        struct st_error err = {0, ""};
+        int rc;
+
+        arena_init(a, ARENA_MB);
+        rc = hf_crawl_page(f, src, cursor, pass, a, p, &err);
+        if (rc) {
+                fprintf(stderr, "crawl %s: %s\n", cursor ? cursor : "(first)",
+                        st_error_text(&err, rc));
+                exit(1);
+        }
+}
+
+/*
+ * With a validator cache: a second full pass gets a 304 for every listing
+ * page and reads no README; an incremental pass (a listing URL the cache
+ * has not seen) rebuilds every repo from the cached READMEs, sends nothing
+ * and leaves listing 1 after its first page.  Then checks.
+ */
+static void test_crawl_with_cache(void)
+{
+        struct validator_cache *cache = NULL;
+        struct hf_source src = {NULL, NULL, 3, NULL};
+        struct st_error err = {0, ""};
+        struct crawl_totals t;
+        struct driver_check found;
+        struct fetcher *f;
+        struct hf_page p;
+        struct arena a;
+        json_t *truth = load_truth();
+        json_int_t readmes, listings;
+        char dir[128], *cursor = NULL;
+        size_t unchanged = 0, pages = 0;
+
+        fixture_server_start(&fixture, "test_hf_cache", NULL);
+        snprintf(dir, sizeof(dir), "/tmp/test_hf_cache.%d", (int)getpid());
+        CHECK(validator_cache_open(dir, &cache, &err) == 0);
+        f = test_fetcher();
+        src.base_url = fixture.base;
+        src.cache = cache;
+        crawl_pass(f, &src, truth, &t);
+        CHECK(t.records == 7 && t.cards == 7);
+        free_totals(&t);
+        readmes = served(f, "/resolve");
+        listings = served(f, "/api/models");
+
+        /* Full pass again: every listing page a 304 standing for its ids; no README. */
+        do {
+                crawl_page(f, &src, cursor, CRAWL_PASS_FULL, &a, &p);
+                CHECK(p.not_modified && p.n_records == 0 && !p.stop);
+                unchanged += p.n_unchanged;
+                pages++;
+                free(cursor);
+                cursor = p.next_cursor ? strdup(p.next_cursor) : NULL;
+                arena_release(&a);
+        } while (cursor);
+        CHECK(unchanged == 7);
+        CHECK(served(f, "/resolve") == readmes);
+        CHECK(served(f, "/api/models") == listings + (json_int_t)pages);
+
+        /* Incremental: a new URL (sort=lastModified), 200, but every repo is known at its sha. */
+        crawl_page(f, &src, NULL, CRAWL_PASS_INCREMENTAL, &a, &p);
+        CHECK(!p.not_modified && p.n_records == 0 && p.n_unchanged > 0);
+        CHECK(p.n_unchanged + p.n_skipped_gated == p.n_items); /* gated repos are no records */
+        CHECK(p.n_cached_cards == p.n_unchanged && !p.stop);   /* cards from the cache */
+        CHECK(p.next_cursor && strstr(p.next_cursor, "search=lora") &&
+              strstr(p.next_cursor, "sort=lastModified"));
+        arena_release(&a);
+        CHECK(served(f, "/resolve") == readmes);
+
+        /* Checks: present, moved on (another sha), missing; and malformed ids. */
+        {
+                static char *const ids[] = {
+                    "hf:alice/watercolor-sdxl-lora@d13cdc5961fef413b0535b4c36b8660e95e458ed",
+                    "hf:nobody/missing-lora@d13cdc5961fef413b0535b4c36b8660e95e458ed",
+                    "hf:alice/watercolor-sdxl-lora@0000000000000000000000000000000000000000",
+                    "hf:neonworks/"
+                    "cyberpunk-city-sdxl-lora@236bb9e1e2fb7ad6f6b5cf8f7f5c81a84f7d9bd8"};
+                static char *const bad[] = {"civitai:1@2", "hf:alice/watercolor-sdxl-lora",
+                                            "hf:alice@d13cdc5961fef413b0535b4c36b8660e95e458ed",
+                                            "hf:a/b@D13CDC5961FEF413B0535B4C36B8660E95E458ED"};
+
+                arena_init(&a, ARENA_MB);
+                CHECK(hf_check(f, &src, ids, 3, &a, &found, &err) == 0);
+                CHECK(found.n_records == 1);
+                CHECK_STR(found.records[0].id, ids[0]);
+                check_roundtrip(&found.records[0]);
+                CHECK(found.records[0].trained_words.n == 1); /* the card, from the cache */
+                CHECK(found.n_gone == 2 && found.n_unverified == 0);
+                CHECK_STR(found.gone[0], ids[1]);
+                CHECK_STR(found.gone[1], ids[2]);
+                arena_release(&a);
+                /* A gated repo is there but not crawlable: gone, whatever its sha. */
+                arena_init(&a, ARENA_MB);
+                CHECK(hf_check(f, &src, &ids[3], 1, &a, &found, &err) == 0);
+                CHECK(found.n_records == 0 && found.n_gone == 1);
+                arena_release(&a);
+                for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                        arena_init(&a, ARENA_MB);
+                        CHECK(hf_check(f, &src, &bad[i], 1, &a, &found, &err) == ST_EINVAL);
+                        arena_release(&a);
+                }
+        }
+        CHECK(served(f, "/resolve") == readmes);
+        fetcher_destroy(&f);
+        validator_cache_destroy(&cache);
+        fixture_server_stop(&fixture);
+        json_decref(truth);
+        {
+                char cmd[200];
+
+                snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+                CHECK(system(cmd) == 0);
+        }
 }
 
 int main(void)
@@ -933,6 +1071,7 @@ int main(void)
         test_foreign_cursor();
         test_full_crawl();
         test_crawl_readme_failure();
+        test_crawl_with_cache();
         printf("test_hf: ok\n");
         return 0;
 }
