@@ -304,8 +304,9 @@ static void usage(FILE *f)
         fputs("usage: stylus up [--demo] [--data DIR] [--civitai-url URL] [--fixtures DIR]\n"
               "                 [--hf-url URL] [--http PORT] [--timeout S]\n"
               "\n"
-              "Run a one-machine cluster over loopback: catalog, crawler, refiner, indexer,\n"
-              "one shard and a query node, each its own process (logs in DIR/*.log).\n"
+              "Run a one-machine cluster over loopback: catalog, crawler, images worker\n"
+              "(example images into DIR/images), refiner, indexer, one shard and a query\n"
+              "node, each its own process (logs in DIR/*.log).\n"
               "Without --demo it runs until Ctrl-C.\n"
               "\n"
               "  --demo             crawl the bundled fixture catalog from a local test server,\n"
@@ -333,7 +334,7 @@ static void path_in(char *out, size_t size, const char *dir, const char *name)
 static int start_roles(struct cluster *c, const char *dir, const char *civitai, const char *hf,
                        int http_port)
 {
-        char cat_dir[4096], shard_dir[4096], logs[6][4096];
+        char cat_dir[4096], shard_dir[4096], image_dir[4096], logs[7][4096];
         char listen[64];
         int p1 = free_port(), p2 = free_port();
 
@@ -351,9 +352,13 @@ static int start_roles(struct cluster *c, const char *dir, const char *civitai, 
         path_in(logs[3], sizeof(logs[3]), dir, "indexer.log");
         path_in(logs[4], sizeof(logs[4]), dir, "shard-0.log");
         path_in(logs[5], sizeof(logs[5]), dir, "serve.log");
+        path_in(logs[6], sizeof(logs[6]), dir, "images.log");
+        path_in(image_dir, sizeof(image_dir), dir, "images");
         {
-                char *a_cat[] = {c->self,    "catalog", "--data",   cat_dir, "--bind", c->catalog,
-                                 "--source", "civitai", "--source", "hf",    NULL};
+                char *a_cat[] = {c->self,    "catalog", "--data",   cat_dir, "--bind",   c->catalog,
+                                 "--source", "civitai", "--source", "hf",    "--images", NULL};
+                char *a_images[] = {c->self,   "images", "--catalog", c->catalog,        "--store",
+                                    image_dir, "--rate", "0",         "--allow-private", NULL};
                 char *a_crawl[ARGV_MAX] = {c->self,    "crawler",       "--connect",
                                            c->catalog, "--civitai-url", (char *)civitai,
                                            "--hf-url", (char *)hf};
@@ -376,9 +381,12 @@ static int start_roles(struct cluster *c, const char *dir, const char *civitai, 
                 /* A local stand-in serves its own images and files from loopback. */
                 if (!strncmp(civitai, "http://127.", 11) || !strncmp(hf, "http://127.", 11))
                         a_crawl[n++] = "--allow-private";
+                else
+                        a_images[6] = NULL; /* real sources: polite rate, public addresses */
                 a_crawl[n] = NULL;
                 if (spawn(c, "catalog", a_cat, logs[0]) < 0 ||
                     spawn(c, "crawler", a_crawl, logs[1]) < 0 ||
+                    spawn(c, "images", a_images, logs[6]) < 0 ||
                     spawn(c, "refiner", a_refine, logs[2]) < 0 ||
                     spawn(c, "indexer", a_index, logs[3]) < 0 ||
                     spawn(c, "shard", a_shard, logs[4]) < 0 ||
