@@ -69,6 +69,7 @@ struct shard {
         bool snap_started;                    /* the first page came (snap_seq is set) */
         uint64_t dropped;                     /* queries not answered while snapshotting */
         uint64_t compacted;                   /* rows reclaimed by compaction */
+        uint64_t other_model;                 /* changelog vectors of another model, skipped */
         void *catalog;                        /* DEALER to the catalog */
         void *router;                         /* ROUTER for queries */
         bool sync_pending;
@@ -128,10 +129,18 @@ static int apply_entry(struct shard *s, const msgpack_object *e, struct arena *a
                 return vecstore_delete(s->vs, id);
         if (wire_get_bytes(e, "doc", &doc, &doc_len) || wire_get_bytes(e, "vector", &vec, &vec_len))
                 return ST_EPROTO;
-        if (wire_get_str(e, "model", a, &model) || strcmp(model, s->embedder.model) ||
-            vec_len != (size_t)s->embedder.dim * sizeof(float)) {
-                log_error("%s: vector of model %s, %zu bytes; this shard serves %s", id,
-                          model ? model : "?", vec_len, s->embedder.model);
+        if (wire_get_str(e, "model", a, &model) || strcmp(model, s->embedder.model)) {
+                /* Another model (the catalog is re-embedding): the shards of that model take it. */
+                if (s->other_model++ % 1000 == 0)
+                        log_warn("%s: vector of model %s skipped; this shard serves %s (%llu so "
+                                 "far)",
+                                 id, model ? model : "?", s->embedder.model,
+                                 (unsigned long long)s->other_model);
+                return 0;
+        }
+        if (vec_len != (size_t)s->embedder.dim * sizeof(float)) {
+                log_error("%s: vector of %zu bytes; this shard serves %s with dim %d", id, vec_len,
+                          s->embedder.model, s->embedder.dim);
                 return ST_EDIM;
         }
         if (st_doc_from_msgpack(doc, doc_len, a, &d, NULL))

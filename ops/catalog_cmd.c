@@ -531,9 +531,12 @@ static void handle(struct broker *b, const struct wire_msg *m)
  * Re-refine sweep (--refine-as ID): docs refined by another model or prompt
  * version, or that fell back to the card, get refine jobs again, a few at a
  * time so the queue stays short and the old docs keep serving meanwhile.
+ * Re-embed sweep (--embed-as MODEL): the same with embed jobs for docs
+ * without a vector of MODEL.
  */
 struct sweep {
-        const char *want; /* refined_by the docs should carry, e.g. "vlm:gpt-4o@p1" */
+        enum catalog_stage stage; /* STAGE_REFINE (--refine-as) or STAGE_EMBED (--embed-as) */
+        const char *want;         /* refined_by or vector model the docs should carry */
         char after[ST_LIMIT_STRING + 1];
         bool done;
         size_t queued;
@@ -548,16 +551,17 @@ static void sweep_step(struct broker *b, struct sweep *sw, int64_t now)
         size_t n = 0;
 
         sw->next = now + 1000;
-        if (sw->done || catalog_pending(b->cat, STAGE_REFINE) >= SWEEP_BATCH)
+        if (sw->done || catalog_pending(b->cat, sw->stage) >= SWEEP_BATCH)
                 return;
-        if (catalog_requeue_stale(b->cat, sw->want, sw->after, sizeof(sw->after), SWEEP_BATCH, &n,
-                                  &sw->done, &err)) {
+        if ((sw->stage == STAGE_REFINE ? catalog_requeue_stale : catalog_requeue_embed)(
+                b->cat, sw->want, sw->after, sizeof(sw->after), SWEEP_BATCH, &n, &sw->done, &err)) {
                 log_error("%s", err.msg);
                 return;
         }
         sw->queued += n;
         if (sw->done)
-                log_info("re-refine sweep to %s done: %zu docs queued", sw->want, sw->queued);
+                log_info("re-%s sweep to %s done: %zu docs queued", catalog_stage_name(sw->stage),
+                         sw->want, sw->queued);
 }
 
 /*
@@ -724,6 +728,9 @@ static void usage(FILE *f)
               "  --refine-as ID     re-refine, a few at a time, every doc whose refined_by is\n"
               "                     not ID (e.g. vlm:gpt-4o@p1, what refiners print at start)\n"
               "                     or whose VLM refine failed\n"
+              "  --embed-as MODEL   re-embed, a few at a time, every doc without a vector of\n"
+              "                     MODEL (the model name indexers print at start) when the\n"
+              "                     embedding model changes (docs/embeddings.md)\n"
               "\n"
               "examples:\n"
               "  stylus catalog --data /var/lib/stylus/catalog\n"
@@ -746,6 +753,7 @@ int cmd_catalog(int argc, char **argv)
             {"curve-allow", required_argument, NULL, 'A'},
             {"map-size", required_argument, NULL, 'z'},
             {"refine-as", required_argument, NULL, 'R'},
+            {"embed-as", required_argument, NULL, 'E'},
             {"full-refresh", required_argument, NULL, 'F'},
             {"images", no_argument, NULL, 'I'},
             {"subscriber-ttl", required_argument, NULL, 'T'},
@@ -769,7 +777,7 @@ int cmd_catalog(int argc, char **argv)
         int64_t next_full = 0, next_compact = 0;
         unsigned long long map_size = (unsigned long long)1 << 30;
         int64_t next_reader_check = 0;
-        struct sweep sweep = {0};
+        struct sweep sweep = {.stage = STAGE_REFINE}, resweep = {.stage = STAGE_EMBED};
         int64_t next_refresh = 0;
         void *ctx = NULL;
         int c, rc = 1;
@@ -833,6 +841,9 @@ int cmd_catalog(int argc, char **argv)
                         break;
                 case 'R':
                         sweep.want = optarg;
+                        break;
+                case 'E':
+                        resweep.want = optarg;
                         break;
                 case 'h':
                         usage(stdout);
@@ -916,6 +927,8 @@ int cmd_catalog(int argc, char **argv)
                 }
                 if (sweep.want && now >= sweep.next)
                         sweep_step(&b, &sweep, now);
+                if (resweep.want && now >= resweep.next)
+                        sweep_step(&b, &resweep, now);
                 if (now >= next_reader_check) {
                         int dead = catalog_check_readers(b.cat);
 
@@ -930,8 +943,8 @@ int cmd_catalog(int argc, char **argv)
                                 catalog_start_source(b.cat, sources[i], true, !full, &err);
                         if (full)
                                 next_full = now + full_refresh_s * 1000;
-                        sweep.done = false; /* a new pass: check every doc again */
-                        sweep.after[0] = '\0';
+                        sweep.done = resweep.done = false; /* a new pass: every doc again */
+                        sweep.after[0] = resweep.after[0] = '\0';
                         next_refresh = now + refresh_s * 1000;
                 }
         }

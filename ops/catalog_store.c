@@ -26,11 +26,17 @@
  *                                                                            listed the record
  *   gone         doc id                {reason: str, at: uint}               tombstones: records the
  *                                                                            source no longer has
+ *   by_sha       file sha256 (64 hex)  "" (empty)                            which records carry a
+ *                + 0x00 + doc id                                             file: duplicates
+ *   dups         doc id                canonical doc id (str bytes)          re-uploads: kept as
+ *                                                                            records, never indexed
  *
  * More meta keys: "low_seq" (u64 LE): changelog entries up to it were
  * compacted away; a SYNC from below it is told to re-snapshot.  Crawl jobs
  * may also carry pass: "incremental" and check: [ids] (ids to verify with
- * the source, tombstoned when it answers 404/410).  Sources also keep kind
+ * the source, tombstoned when it answers 404/410) or by_hash: [sha256s] (ask
+ * the source which version owns a file; the others become dups).  Sources
+ * also keep kind
  * ("full" | "incremental", the pass under way).  The databases from
  * jobs_images on were added within format 1: a store without them gets them
  * created, empty, when the catalog opens it.
@@ -78,12 +84,15 @@ enum {
         DB_SUBSCRIBERS,
         DB_SEEN,
         DB_GONE,
+        DB_BY_SHA,
+        DB_DUPS,
         DB_COUNT
 };
 
 static const char *const db_names[DB_COUNT] = {
-    "meta",       "sources",     "records", "docs",      "vectors",     "jobs_crawl", "jobs_refine",
-    "jobs_embed", "jobs_images", "dead",    "changelog", "subscribers", "seen",       "gone",
+    "meta",        "sources",    "records",     "docs", "vectors",   "jobs_crawl",
+    "jobs_refine", "jobs_embed", "jobs_images", "dead", "changelog", "subscribers",
+    "seen",        "gone",       "by_sha",      "dups",
 };
 
 struct catalog {
@@ -661,6 +670,161 @@ static int supersede(struct catalog *c, MDB_txn *txn, const char *id, struct are
         return rc;
 }
 
+/* A crawl job {source, <key>: [strs]} (check or by_hash) from n strs packed in items. */
+static int enqueue_list(struct catalog *c, MDB_txn *txn, const char *source, const char *key,
+                        const msgpack_sbuffer *items, size_t n)
+{
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        int rc;
+
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 2);
+        wire_pack_kv_str(&pk, "source", source);
+        wire_pack_key(&pk, key);
+        msgpack_pack_array(&pk, n);
+        msgpack_sbuffer_write(&sb, items->data, items->size);
+        rc = enqueue(c, txn, STAGE_CRAWL, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        return rc;
+}
+
+static bool is_sha256(const char *s)
+{
+        return s && strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
+}
+
+/*
+ * Index the files of record r by sha256; when a Civitai record carries a file
+ * another Civitai record carries too, queue a by_hash crawl job: the source
+ * says which version owns the file, the others become duplicates
+ * (apply_canonical()).
+ */
+static int index_files(struct catalog *c, MDB_txn *txn, const struct st_raw_record *r)
+{
+        size_t id_len = strlen(r->id);
+        int rc = 0;
+
+        if (65 + id_len > (size_t)mdb_env_get_maxkeysize(c->env))
+                return 0;
+        for (size_t i = 0; i < r->n_files && !rc; i++) {
+                char key[512];
+                MDB_val k = {65 + id_len, key}, v = {0, ""};
+                MDB_cursor *cur;
+                bool other = false;
+
+                if (!is_sha256(r->files[i].sha256))
+                        continue;
+                memcpy(key, r->files[i].sha256, 64);
+                key[64] = '\0';
+                memcpy(key + 65, r->id, id_len);
+                rc = mdb_put(txn, c->dbi[DB_BY_SHA], &k, &v, 0);
+                if (rc || strcmp(r->source, "civitai"))
+                        continue;
+                rc = mdb_cursor_open(txn, c->dbi[DB_BY_SHA], &cur);
+                if (rc)
+                        break;
+                k.mv_size = 65;
+                k.mv_data = key;
+                for (int g = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !g;
+                     g = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                        const char *other_id = (const char *)k.mv_data + 65;
+
+                        if (k.mv_size <= 65 || memcmp(k.mv_data, key, 65))
+                                break;
+                        if ((k.mv_size != 65 + id_len || memcmp(other_id, r->id, id_len)) &&
+                            k.mv_size > 65 + 8 && !memcmp(other_id, "civitai:", 8))
+                                other = true;
+                }
+                mdb_cursor_close(cur);
+                if (other) {
+                        msgpack_sbuffer items;
+                        msgpack_packer ipk;
+
+                        log_info("%s shares file %.12s... with another record: asking the source",
+                                 r->id, r->files[i].sha256);
+                        msgpack_sbuffer_init(&items);
+                        msgpack_packer_init(&ipk, &items, msgpack_sbuffer_write);
+                        wire_pack_str(&ipk, r->files[i].sha256);
+                        rc = enqueue_list(c, txn, "civitai", "by_hash", &items, 1);
+                        msgpack_sbuffer_destroy(&items);
+                }
+        }
+        return rc;
+}
+
+/*
+ * A by_hash answer {sha256: canonical id | nil}: every other record carrying
+ * that file becomes a duplicate of the canonical one (kept as a record so a
+ * re-crawl finds it unchanged; its doc and vector removed, a "del" for the
+ * shards).  Nothing changes when the source knows no owner or the owner is
+ * not in the catalog.
+ */
+static int apply_canonical(struct catalog *c, MDB_txn *txn, const msgpack_object *map,
+                           struct arena *a, size_t *marked)
+{
+        int rc = 0;
+
+        if (!map || map->type != MSGPACK_OBJECT_MAP)
+                return 0;
+        for (uint32_t i = 0; i < map->via.map.size && !rc; i++) {
+                const msgpack_object *ko = &map->via.map.ptr[i].key, *vo = &map->via.map.ptr[i].val;
+                char sha[65], *ids[32];
+                size_t n = 0;
+                bool owner_known = false;
+                MDB_cursor *cur;
+                MDB_val k, v;
+
+                if (ko->type != MSGPACK_OBJECT_STR || ko->via.str.size != 64 ||
+                    vo->type != MSGPACK_OBJECT_STR || !vo->via.str.size ||
+                    vo->via.str.size > ST_LIMIT_STRING)
+                        continue;
+                memcpy(sha, ko->via.str.ptr, 64);
+                sha[64] = '\0';
+                if (!is_sha256(sha))
+                        continue;
+                rc = mdb_cursor_open(txn, c->dbi[DB_BY_SHA], &cur);
+                if (rc)
+                        break;
+                k.mv_size = 65;
+                k.mv_data = sha; /* sha[64] is the 0x00 separator */
+                for (int g = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); !g && n < 32;
+                     g = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                        if (k.mv_size <= 65 || memcmp(k.mv_data, sha, 65))
+                                break;
+                        ids[n] = arena_strndup(a, (char *)k.mv_data + 65, k.mv_size - 65);
+                        if (!ids[n])
+                                continue;
+                        if (strlen(ids[n]) == vo->via.str.size &&
+                            !memcmp(ids[n], vo->via.str.ptr, vo->via.str.size))
+                                owner_known = true;
+                        else
+                                n++;
+                }
+                mdb_cursor_close(cur);
+                for (size_t j = 0; j < n && owner_known && !rc; j++) {
+                        MDB_val dk = str_val(ids[j]);
+                        MDB_val dv = {vo->via.str.size, (void *)vo->via.str.ptr};
+                        bool indexed;
+
+                        if (mdb_get(txn, c->dbi[DB_RECORDS], &dk, &v))
+                                continue; /* the index entry outlived its record */
+                        rc = mdb_put(txn, c->dbi[DB_DUPS], &dk, &dv, 0);
+                        if (rc)
+                                break;
+                        mdb_del(txn, c->dbi[DB_DOCS], &dk, NULL);
+                        indexed = mdb_del(txn, c->dbi[DB_VECTORS], &dk, NULL) == 0;
+                        if (indexed)
+                                rc = append_change(c, txn, "del", ids[j]);
+                        log_info("%s is a re-upload of %.*s: kept out of the index", ids[j],
+                                 (int)vo->via.str.size, vo->via.str.ptr);
+                        (*marked)++;
+                }
+        }
+        return rc;
+}
+
 /*
  * Store one crawled record when new or changed and queue its next stage
  * (images when that stage is on and the record has images, else refine);
@@ -722,6 +886,12 @@ static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o
         v.mv_size = len;
         v.mv_data = buf;
         rc = mdb_put(txn, c->dbi[DB_RECORDS], &k, &v, 0);
+        if (!rc)
+                rc = index_files(c, txn, &r);
+        if (!rc && mdb_get(txn, c->dbi[DB_DUPS], &k, &v) == 0) {
+                counts->duplicates++; /* a known re-upload: stored, never indexed */
+                goto out;
+        }
         if (!rc)
                 rc =
                     enqueue_id(c, txn, c->images && r.n_images ? STAGE_IMAGES : STAGE_REFINE, r.id);
@@ -879,21 +1049,44 @@ static int apply_crawl_once(struct catalog *c, uint64_t job_id, const msgpack_ob
                 goto out;
         rc = job_get(c, txn, STAGE_CRAWL, job_id, &job);
         if (!rc)
-                check = wire_get(&job.data, "check") != NULL;
+                check = wire_get(&job.data, "check") || wire_get(&job.data, "by_hash");
         if (!rc)
                 rc = source_get(c, txn, source, &a, &st);
         pass = st.passes + 1;
         for (uint32_t i = 0; i < records->via.array.size && !rc; i++)
                 rc = apply_record(c, txn, &records->via.array.ptr[i], pass, counts);
-        for (size_t i = 0; i < n_unchanged && !rc; i++) {
-                MDB_val k = str_val(unchanged[i]), v;
+        {
+                /* Unchanged ids we do not have (a lost result behind the crawler's cache): check. */
+                msgpack_sbuffer unknown;
+                msgpack_packer upk;
+                size_t n_unknown = 0;
 
-                if (strlen(unchanged[i]) <= (size_t)mdb_env_get_maxkeysize(c->env) &&
-                    !mdb_get(txn, c->dbi[DB_RECORDS], &k, &v)) {
-                        rc = mark_seen(c, txn, unchanged[i], pass);
-                        counts->unchanged++;
+                msgpack_sbuffer_init(&unknown);
+                msgpack_packer_init(&upk, &unknown, msgpack_sbuffer_write);
+                for (size_t i = 0; i < n_unchanged && !rc; i++) {
+                        MDB_val k = str_val(unchanged[i]), v;
+
+                        if (strlen(unchanged[i]) > (size_t)mdb_env_get_maxkeysize(c->env))
+                                continue;
+                        if (!mdb_get(txn, c->dbi[DB_RECORDS], &k, &v)) {
+                                rc = mark_seen(c, txn, unchanged[i], pass);
+                                counts->unchanged++;
+                        } else if (n_unknown < CHECK_IDS) {
+                                wire_pack_str(&upk, unchanged[i]);
+                                n_unknown++;
+                        }
                 }
+                if (!rc && n_unknown) {
+                        log_info("%zu ids said unchanged are not in the catalog: checking them",
+                                 n_unknown);
+                        rc = enqueue_list(c, txn, source, "check", &unknown, n_unknown);
+                        counts->checks += n_unknown;
+                }
+                msgpack_sbuffer_destroy(&unknown);
         }
+        if (!rc)
+                rc = apply_canonical(c, txn, wire_get(payload, "canonical"), &a,
+                                     &counts->duplicates);
         for (size_t i = 0; i < n_gone && !rc; i++) {
                 rc = tombstone(c, txn, gone[i], "the source answers 404/410");
                 counts->gone++;
@@ -920,6 +1113,14 @@ out:
         msgpack_unpacked_destroy(&job);
         arena_release(&a);
         return rc;
+}
+
+static bool is_dup(struct catalog *c, MDB_txn *txn, const char *id)
+{
+        MDB_val k = str_val(id), v;
+
+        return strlen(id) <= (size_t)mdb_env_get_maxkeysize(c->env) &&
+               mdb_get(txn, c->dbi[DB_DUPS], &k, &v) == 0;
 }
 
 /* Content hash of the record currently stored under id (into a), or NULL. */
@@ -970,6 +1171,8 @@ static int apply_doc_once(struct catalog *c, uint64_t job_id, const msgpack_obje
         rc = job_exists(c, txn, STAGE_REFINE, job_id);
         if (!rc)
                 rc = current_hash(c, txn, d.id, &a, &hash);
+        if (!rc && hash && is_dup(c, txn, d.id))
+                hash = NULL; /* a re-upload found meanwhile: never indexed */
         if (!rc && hash && !strcmp(hash, d.content_hash)) {
                 k = str_val(d.id);
                 v.mv_size = len;
@@ -1052,6 +1255,8 @@ static int apply_vector_once(struct catalog *c, uint64_t job_id, const msgpack_o
         rc = job_exists(c, txn, STAGE_EMBED, job_id);
         if (!rc)
                 rc = current_hash(c, txn, id, &a, &current);
+        if (!rc && current && is_dup(c, txn, id))
+                current = NULL; /* a re-upload found meanwhile: never indexed */
         if (!rc && current && !strcmp(current, hash)) {
                 k = str_val(id);
                 v.mv_size = sb.size;
@@ -1292,8 +1497,9 @@ int catalog_pack_status(struct catalog *c, const size_t leased[STAGE_COUNT], siz
         if (rc)
                 return ST_EDB;
         meta_get_u64(c, txn, "head_seq", &head);
-        msgpack_pack_map(pk, 10);
+        msgpack_pack_map(pk, 11);
         wire_pack_kv_u64(pk, "records", db_count(c, txn, DB_RECORDS));
+        wire_pack_kv_u64(pk, "duplicates", db_count(c, txn, DB_DUPS));
         wire_pack_kv_u64(pk, "docs", db_count(c, txn, DB_DOCS));
         wire_pack_kv_u64(pk, "vectors", db_count(c, txn, DB_VECTORS));
         wire_pack_kv_u64(pk, "dead", db_count(c, txn, DB_DEAD));
@@ -2087,8 +2293,32 @@ static bool stale_doc(const MDB_val *v, const char *want)
         return stale;
 }
 
-static int requeue_once(struct catalog *c, const char *want, char *after, size_t after_size,
-                        size_t max, size_t *queued, bool *done)
+/* Whether doc id has no vector, or one of another model than want. */
+static bool stale_vector(struct catalog *c, MDB_txn *txn, const MDB_val *id, const char *want)
+{
+        MDB_val v;
+        msgpack_unpacked u;
+        size_t off = 0, len = 0;
+        const char *model = NULL;
+        bool stale = true;
+
+        if (mdb_get(txn, c->dbi[DB_VECTORS], (MDB_val *)id, &v))
+                return true;
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, &off) == MSGPACK_UNPACK_SUCCESS &&
+            !wire_get_bytes(&u.data, "model", &model, &len))
+                stale = len != strlen(want) || memcmp(model, want, len);
+        msgpack_unpacked_destroy(&u);
+        return stale;
+}
+
+/*
+ * One step of a sweep over the docs after `after`: refine (s == STAGE_REFINE:
+ * docs not refined_by want, or whose VLM refine failed) or embed (STAGE_EMBED:
+ * docs without a vector of model want) jobs for at most max of them.
+ */
+static int requeue_once(struct catalog *c, enum catalog_stage s, const char *want, char *after,
+                        size_t after_size, size_t max, size_t *queued, bool *done)
 {
         MDB_txn *txn;
         MDB_cursor *cur;
@@ -2115,9 +2345,9 @@ static int requeue_once(struct catalog *c, const char *want, char *after, size_t
                 memcpy(id, k.mv_data, k.mv_size);
                 id[k.mv_size] = '\0';
                 memcpy(after, id, k.mv_size + 1);
-                if (!stale_doc(&v, want))
+                if (s == STAGE_REFINE ? !stale_doc(&v, want) : !stale_vector(c, txn, &k, want))
                         continue;
-                rc = enqueue_id(c, txn, STAGE_REFINE, id);
+                rc = enqueue_id(c, txn, s, id);
                 if (!rc)
                         (*queued)++;
         }
@@ -2137,8 +2367,23 @@ int catalog_requeue_stale(struct catalog *c, const char *want, char *after, size
         int rc;
 
         do
-                rc = finish_write(c, requeue_once(c, want, after, after_size, max, queued, done),
-                                  "re-refine sweep", &again, err);
+                rc = finish_write(
+                    c, requeue_once(c, STAGE_REFINE, want, after, after_size, max, queued, done),
+                    "re-refine sweep", &again, err);
+        while (again);
+        return rc;
+}
+
+int catalog_requeue_embed(struct catalog *c, const char *model, char *after, size_t after_size,
+                          size_t max, size_t *queued, bool *done, struct st_error *err)
+{
+        bool again;
+        int rc;
+
+        do
+                rc = finish_write(
+                    c, requeue_once(c, STAGE_EMBED, model, after, after_size, max, queued, done),
+                    "re-embed sweep", &again, err);
         while (again);
         return rc;
 }

@@ -96,6 +96,16 @@ size_t catalog_pending(struct catalog *c, enum catalog_stage s);
 int catalog_requeue_stale(struct catalog *c, const char *want, char *after, size_t after_size,
                           size_t max, size_t *queued, bool *done, struct st_error *err);
 
+/*
+ * The same for embeddings: queue an embed job for each doc without a vector
+ * made by `model` (the indexers' model name, e.g. stylus-hash-v1/384).  The
+ * old vector keeps serving until the new one arrives; shards of the old
+ * model ignore the new vectors, shards of the new model the old ones
+ * (docs/embeddings.md: changing the model).
+ */
+int catalog_requeue_embed(struct catalog *c, const char *model, char *after, size_t after_size,
+                          size_t max, size_t *queued, bool *done, struct st_error *err);
+
 /* Clear reader slots left by processes that died; returns how many. */
 int catalog_check_readers(struct catalog *c);
 
@@ -114,12 +124,13 @@ int catalog_start_source(struct catalog *c, const char *source, bool restart, bo
                          struct st_error *err);
 
 struct catalog_crawl_counts {
-        size_t added;     /* new ids */
-        size_t changed;   /* known ids whose content hash changed */
-        size_t unchanged; /* same content hash: no work queued */
-        size_t rejected;  /* records that failed validation */
-        size_t gone;      /* ids the source answered 404/410 for: tombstoned */
-        size_t checks;    /* ids queued for a check after a full pass ended */
+        size_t added;      /* new ids */
+        size_t changed;    /* known ids whose content hash changed */
+        size_t unchanged;  /* same content hash: no work queued */
+        size_t rejected;   /* records that failed validation */
+        size_t gone;       /* ids the source answered 404/410 for: tombstoned */
+        size_t checks;     /* ids queued for a check with the source */
+        size_t duplicates; /* records found to be re-uploads of another (never indexed) */
 };
 
 /*

@@ -68,7 +68,7 @@ def raw_record(n):
         "trained_words": ["wtrclr"],
         "nsfw": False,
         "stats": {"downloads": 10 * n, "likes": n, "rating": 4.5},
-        "files": [{"name": "w%d.safetensors" % n, "size": 1234, "sha256": "ab" * 32,
+        "files": [{"name": "w%d.safetensors" % n, "size": 1234, "sha256": "%064x" % n,
                    "download_url": "https://example.invalid/w%d" % n}],
         "images": [{"url": "https://example.invalid/%d.png" % n, "prompt": "a cat, wtrclr"}],
         "crawled_at": "2025-01-01T00:00:00Z",

@@ -1321,6 +1321,93 @@ static void test_compaction(struct catalog *c)
         body_release(&b);
 }
 
+static void test_duplicates(struct catalog *c)
+{
+        static char orig[] = "civitai:61@611", dup[] = "civitai:62@621";
+        static char sha[] = "ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12";
+        struct st_file files[1] = {{"x.safetensors", 1000, sha, "https://x.example/dl"}};
+        struct st_raw_record r[2];
+        struct st_error err = {0};
+        struct catalog_crawl_counts counts;
+        struct body b, job;
+        const msgpack_object *payload, *hashes;
+        uint64_t job_id, head;
+
+        body_init(&b);
+        body_init(&job);
+        answer_checks(c);
+        make_record(&r[0], orig, "civitai", card_1);
+        make_record(&r[1], dup, "civitai", card_2);
+        r[0].files = r[1].files = files;
+        r[0].n_files = r[1].n_files = 1;
+        CHECK(catalog_start_source(c, "civitai", true, false, &err) == 0);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "civitai", r, 2, "next"), &counts,
+                                  &err) == 0);
+        CHECK(drain(c) == 2);
+        /* The second record with the same file asked the source who owns it. */
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        hashes = wire_get(payload, "by_hash");
+        CHECK(hashes && hashes->type == MSGPACK_OBJECT_ARRAY && hashes->via.array.size == 1 &&
+              str_is(&hashes->via.array.ptr[0], sha));
+        head = catalog_head_seq(c);
+        body_reset(&b);
+        msgpack_pack_map(&b.pk, 4);
+        wire_pack_kv_str(&b.pk, "source", "civitai");
+        wire_pack_key(&b.pk, "records");
+        msgpack_pack_array(&b.pk, 0);
+        wire_pack_kv_str(&b.pk, "next_cursor", NULL);
+        wire_pack_key(&b.pk, "canonical");
+        msgpack_pack_map(&b.pk, 1);
+        wire_pack_kv_str(&b.pk, sha, orig);
+        CHECK(catalog_apply_crawl(c, job_id, body_unpack(&b), &counts, &err) == 0);
+        CHECK(counts.duplicates == 1);
+        CHECK(status_u64(c, "duplicates") == 1);
+        CHECK(has_del(c, dup) && !has_del(c, orig));
+        CHECK(catalog_head_seq(c) == head + 1);
+        /* The next page: the re-upload changes, and stays out of the index. */
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        r[1].card_html = card_1;
+        CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "civitai", &r[1], 1, NULL), &counts,
+                                  &err) == 0);
+        CHECK(counts.changed == 1 && counts.duplicates == 1);
+        CHECK(pending(c, STAGE_REFINE) == 0);
+        answer_checks(c);
+        body_release(&job);
+        body_release(&b);
+}
+
+static void test_reembed(struct catalog *c)
+{
+        struct st_error err = {0};
+        char after[256] = "";
+        size_t queued = 0, total = 0;
+        bool done = false;
+        uint64_t vectors = status_u64(c, "vectors"), docs = status_u64(c, "docs");
+
+        /* Every vector is of EMBED_MODEL: a sweep to it queues only docs without one. */
+        CHECK(pending(c, STAGE_EMBED) == 0);
+        CHECK(catalog_requeue_embed(c, EMBED_MODEL, after, sizeof(after), 1000, &queued, &done,
+                                    &err) == 0);
+        CHECK(done && queued == docs - vectors);
+        CHECK(drain(c) == queued);
+        vectors = status_u64(c, "vectors");
+        CHECK(vectors == docs);
+        /* A new model: every doc gets an embed job, a few per step. */
+        after[0] = '\0';
+        done = false;
+        for (int steps = 0; !done && steps < 1000; steps++) {
+                CHECK(catalog_requeue_embed(c, "other-model/4", after, sizeof(after), 3, &queued,
+                                            &done, &err) == 0);
+                CHECK(queued <= 3);
+                total += queued;
+        }
+        CHECK(done && total == status_u64(c, "docs"));
+        CHECK(pending(c, STAGE_EMBED) == total);
+        CHECK(status_u64(c, "vectors") == vectors); /* old vectors serve meanwhile */
+        CHECK(drain(c) == total);
+}
+
 /* ---- dead letters ---- */
 
 static void test_bury(struct catalog *c)
@@ -1552,6 +1639,8 @@ int main(void)
         test_tombstones(c);
         test_supersede_and_orphans(c);
         test_images_stage(c);
+        test_duplicates(c);
+        test_reembed(c);
         test_compaction(c);
         test_reopen(&c, dir);
         catalog_close(&c);
