@@ -10,6 +10,7 @@
 #   bash bench/crawl_bench.sh [LATENCY_MS [MAX_PER_HOST [PAGE_LIMIT [ROUNDS]]]]
 #                                  # default 50 4 2 3
 set -euo pipefail
+export STYLUS_INSECURE=1  # plaintext ZeroMQ on loopback (what --insecure sets)
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${STYLUS_BENCH_BUILD:-$root/build-bench}

@@ -8,6 +8,7 @@
 #
 #   bash bench/refiner_bench.sh [MIN_RECORDS]     # default 50000
 set -euo pipefail
+export STYLUS_INSECURE=1  # plaintext ZeroMQ on loopback (what --insecure sets)
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${STYLUS_BENCH_BUILD:-$root/build-bench}

@@ -3,6 +3,7 @@
 # and write transactions per second of its store.  Figures go to docs/BENCHMARKS.md.
 #   bash bench/run_broker_bench.sh [N_JOBS]
 set -euo pipefail
+export STYLUS_INSECURE=1  # plaintext ZeroMQ on loopback (what --insecure sets)
 cd "$(dirname "$0")/.."
 n=${1:-5000}
 build=${STYLUS_BENCH_BUILD:-build-bench}

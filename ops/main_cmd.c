@@ -2,6 +2,7 @@
  * main_cmd.c - the stylus binary: one subcommand per role.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops/commands.h"
@@ -36,14 +37,37 @@ static void usage(FILE *f)
               f);
         for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
                 fprintf(f, "  %-8s  %s\n", commands[i].name, commands[i].summary);
-        fputs("\nexamples:\n"
-              "  stylus up --demo\n"
-              "  stylus ask \"a corgi in watercolor style\" --base-model sd15\n",
-              f);
+        fputs(
+            "\nevery command also takes --insecure: plaintext ZeroMQ, allowed on loopback only\n"
+            "(or set STYLUS_INSECURE=1); without it every socket needs CURVE keys (stylus keygen)\n"
+            "\nexamples:\n"
+            "  stylus up --demo\n"
+            "  stylus ask \"a corgi in watercolor style\" --base-model sd15\n",
+            f);
+}
+
+/*
+ * --insecure, accepted by every command: plaintext ZeroMQ on loopback
+ * (proto/security.h).  It is taken out of argv and becomes STYLUS_INSECURE=1
+ * so that processes a command starts (stylus up) inherit it.
+ */
+static int take_insecure(int argc, char **argv)
+{
+        int out = 1;
+
+        for (int i = 1; i < argc; i++) {
+                if (!strcmp(argv[i], "--insecure"))
+                        setenv("STYLUS_INSECURE", "1", 1);
+                else
+                        argv[out++] = argv[i];
+        }
+        argv[out] = NULL;
+        return out;
 }
 
 int main(int argc, char **argv)
 {
+        argc = take_insecure(argc, argv);
         if (argc < 2) {
                 usage(stderr);
                 return 2;

@@ -307,7 +307,8 @@ static void usage(FILE *f)
               "Run a one-machine cluster over loopback: catalog, crawler, images worker\n"
               "(example images into DIR/images), refiner, indexer, one shard and a query\n"
               "node, each its own process (logs in DIR/*.log).\n"
-              "Without --demo it runs until Ctrl-C.\n"
+              "Without --demo it runs until Ctrl-C.  Everything stays on 127.0.0.1, in\n"
+              "plaintext (stylus up implies --insecure).\n"
               "\n"
               "  --demo             crawl the bundled fixture catalog from a local test server,\n"
               "                     wait until it is indexed, ask sample prompts, stop\n"
@@ -468,6 +469,8 @@ int cmd_up(int argc, char **argv)
                 return 1;
         }
         worker_stop_on_signals(&stop);
+        /* Every role binds and connects on 127.0.0.1 only: plaintext there, as --insecure. */
+        setenv("STYLUS_INSECURE", "1", 1);
         if (demo) {
                 if (start_fixtures(&c, fixtures, dir, fixture_url, sizeof(fixture_url))) {
                         fprintf(stderr, "stylus up: the fixture server did not start (%s/%s)\n",

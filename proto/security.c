@@ -202,6 +202,29 @@ int security_load(struct security *s, const char *key_file, const char *server_k
         return rc;
 }
 
+bool security_insecure(void)
+{
+        const char *v = getenv("STYLUS_INSECURE");
+
+        return v && *v && strcmp(v, "0");
+}
+
+/* Plaintext on endpoint: only on loopback, and only when asked for. */
+static int plaintext(const char *endpoint, const char *keys, struct st_error *err)
+{
+        if (!security_is_loopback(endpoint))
+                return st_fail(err, ST_EINVAL,
+                               "%s is not a loopback address: give %s; plaintext is for loopback "
+                               "only",
+                               endpoint, keys);
+        if (!security_insecure())
+                return st_fail(err, ST_EINVAL,
+                               "%s would be plaintext: give %s, or --insecure to run without "
+                               "encryption on this machine",
+                               endpoint, keys);
+        return 0;
+}
+
 bool security_is_loopback(const char *endpoint)
 {
         static const char *const local[] = {"ipc://", "inproc://", "tcp://127.",
@@ -334,14 +357,10 @@ int security_server(struct security *s, void *ctx, void *sock, const char *endpo
         int on = 1;
         int rc;
 
-        if (!s->has_keypair) {
-                if (security_is_loopback(endpoint))
-                        return 0;
-                return st_fail(err, ST_EINVAL,
-                               "%s is not a loopback address: give a CURVE keypair (--curve-key) "
-                               "and an allow list (--curve-allow); plaintext is for loopback only",
-                               endpoint);
-        }
+        if (!s->has_keypair)
+                return plaintext(endpoint,
+                                 "a CURVE keypair (--curve-key) and an allow list (--curve-allow)",
+                                 err);
         if (!s->allow)
                 return st_fail(err, ST_EINVAL,
                                "a CURVE server needs an allow list (--curve-allow)");
@@ -359,14 +378,11 @@ int security_server(struct security *s, void *ctx, void *sock, const char *endpo
 int security_client(const struct security *s, void *sock, const char *endpoint,
                     struct st_error *err)
 {
-        if (!s || !s->has_keypair || !s->has_server_key) {
-                if (security_is_loopback(endpoint))
-                        return 0;
-                return st_fail(err, ST_EINVAL,
-                               "%s is not a loopback address: give a CURVE keypair (--curve-key) "
-                               "and the server's public key (--curve-server-key)",
-                               endpoint);
-        }
+        if (!s || !s->has_keypair || !s->has_server_key)
+                return plaintext(endpoint,
+                                 "a CURVE keypair (--curve-key) and the server's public key "
+                                 "(--curve-server-key)",
+                                 err);
         if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, s->server_key, SECURITY_KEY_LEN) ||
             zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, s->public_key, SECURITY_KEY_LEN) ||
             zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, s->secret_key, SECURITY_KEY_LEN))

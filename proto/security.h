@@ -1,9 +1,12 @@
 /*
  * security.h - ZeroMQ CURVE on every socket that leaves the machine.
  *
- * Rule: an endpoint on loopback (tcp://127.x.x.x, tcp://localhost,
- * tcp://[::1], ipc://, inproc://) may run in plaintext; any other endpoint
- * needs CURVE keys, and there is no switch to turn that off.
+ * Rule: every socket uses CURVE unless plaintext is asked for explicitly
+ * with --insecure (a flag of every stylus command: ops/main_cmd.c turns it
+ * into STYLUS_INSECURE=1, which child processes inherit), and even then only
+ * on loopback (tcp://127.x.x.x, tcp://localhost, tcp://[::1], ipc://,
+ * inproc://).  Any other endpoint needs CURVE keys, and there is no switch to
+ * turn that off.
  *
  * Keys (make them with `stylus keygen`):
  *   keypair file   "public=<40 Z85 chars>\nsecret=<40 Z85 chars>\n", mode 0600
@@ -59,14 +62,17 @@ int security_load(struct security *s, const char *key_file, const char *server_k
 /* Wipe the keys, stop the ZAP handler, free the allow list. */
 void security_release(struct security *s);
 
-/* Whether endpoint stays on this machine (may be plaintext). */
+/* Whether endpoint stays on this machine (may be plaintext with --insecure). */
 bool security_is_loopback(const char *endpoint);
+
+/* Whether plaintext was asked for: STYLUS_INSECURE set to anything but "" or "0". */
+bool security_insecure(void);
 
 /*
  * Prepare sock (not yet bound) to bind endpoint as a server: CURVE when a
  * keypair is loaded (then an allow list is required and the ZAP handler is
- * started on ctx), plaintext only on loopback.  ST_EINVAL with a clear
- * message otherwise.
+ * started on ctx), plaintext only with --insecure and on loopback.  ST_EINVAL
+ * with a clear message otherwise.
  */
 int security_server(struct security *s, void *ctx, void *sock, const char *endpoint,
                     struct st_error *err);

@@ -336,11 +336,17 @@ int wire_request(void *ctx, const struct security *sec, const char *endpoint, co
                  const char *body, size_t body_len, long timeout_ms, struct wire_msg *reply)
 {
         void *sock = wire_socket(ctx, ZMQ_DEALER);
+        struct st_error err = {0};
         int rc;
 
         if (!sock)
                 return ST_EIO;
-        if (security_client(sec, sock, endpoint, NULL) || zmq_connect(sock, endpoint) != 0) {
+        if (security_client(sec, sock, endpoint, &err)) {
+                log_error("%s", err.msg); /* keys are never in it */
+                zmq_close(sock);
+                return ST_EINVAL;
+        }
+        if (zmq_connect(sock, endpoint) != 0) {
                 zmq_close(sock);
                 return ST_EINVAL;
         }

@@ -580,6 +580,35 @@ def test_credit_window(ctx, workdir):
         cat.stop()
 
 
+def test_plaintext_needs_insecure(ctx, workdir):
+    """Plaintext only when asked for: without --insecure a role refuses even loopback."""
+    env = {k: v for k, v in os.environ.items() if k != "STYLUS_INSECURE"}
+    ep = "tcp://127.0.0.1:%d" % free_port()
+    data = os.path.join(workdir, "plain-data")
+    r = subprocess.run([BIN, "catalog", "--data", data, "--bind", ep], env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode != 0 and "--insecure" in r.stderr, (r.returncode, r.stderr[-500:])
+    r = subprocess.run([BIN, "status", "--connect", ep], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0 and "--insecure" in r.stderr, (r.returncode, r.stderr[-500:])
+    # With the flag (anywhere on the command line) it serves, and answers a client that has it too.
+    p = subprocess.Popen([BIN, "catalog", "--insecure", "--data", data, "--bind", ep], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            r = subprocess.run([BIN, "status", "--connect", ep, "--insecure"], env=env,
+                               capture_output=True, text=True, timeout=30)
+            if r.returncode == 0:
+                break
+            assert p.poll() is None, "catalog --insecure exited"
+            time.sleep(0.2)
+        assert r.returncode == 0 and '"records"' in r.stdout, (r.returncode, r.stderr[-500:])
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(10)
+
+
 def main():
     if not os.access(BIN, os.X_OK):
         print("STYLUS_BIN %r is not an executable" % BIN)
@@ -587,7 +616,8 @@ def main():
     workdir = tempfile.mkdtemp(prefix="test_broker.")
     ctx = zmq.Context()
     tests = [test_first_job_and_lease_expiry, test_busy_heartbeats_extend_the_lease, test_nack, test_dead_letters, test_heartbeats,
-             test_crawl_result_survives_kill9, test_garbage, test_credit_window]
+             test_crawl_result_survives_kill9, test_garbage, test_credit_window,
+             test_plaintext_needs_insecure]
     failed = 0
     try:
         for t in tests:

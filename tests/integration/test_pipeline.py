@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 
 BIN = os.environ.get("STYLUS_BIN", "build/stylus")
+os.environ.setdefault("STYLUS_INSECURE", "1")  # plaintext on loopback, as --insecure asks
 FIXTURES = os.environ.get("STYLUS_FIXTURES", "tests/fixtures")
 ELIGIBLE_TYPES = {"LORA", "LoCon", "DoRA"}
 

@@ -137,8 +137,22 @@ static void test_loopback_rule(void)
         CHECK(!security_is_loopback("tcp://10.0.0.1:5555"));
         CHECK(!security_is_loopback("tcp://*:5555"));
         CHECK(!security_is_loopback("tcp://127example.com:1")); /* no such trick */
+        /* Without --insecure (STYLUS_INSECURE) even loopback needs keys. */
+        unsetenv("STYLUS_INSECURE");
+        CHECK(!security_insecure());
+        CHECK(security_server(&none, ctx, sock, "tcp://127.0.0.1:1", &err) == ST_EINVAL);
+        CHECK(strstr(err.msg, "--insecure") != NULL);
+        CHECK(security_client(&none, sock, "tcp://127.0.0.1:1", &err) == ST_EINVAL);
+        CHECK(security_client(NULL, sock, "ipc:///tmp/x", &err) == ST_EINVAL);
+        setenv("STYLUS_INSECURE", "0", 1);
+        CHECK(!security_insecure());
+        /* With it: plaintext on loopback, and still never beyond. */
+        setenv("STYLUS_INSECURE", "1", 1);
+        CHECK(security_insecure());
         CHECK(security_server(&none, ctx, sock, "tcp://127.0.0.1:1", &err) == 0);
+        CHECK(security_client(NULL, sock, "tcp://127.0.0.1:1", &err) == 0);
         CHECK(security_server(&none, ctx, sock, "tcp://0.0.0.0:5555", &err) == ST_EINVAL);
+        CHECK(strstr(err.msg, "not a loopback address") != NULL);
         CHECK(security_client(&none, sock, "tcp://10.1.2.3:5555", &err) == ST_EINVAL);
         security_release(&none);
         zmq_close(sock);
