@@ -8,7 +8,8 @@ must grow), too small for the fixture catalog.  A crawl fills it.  Then:
   - after it stops, the store copied to a roomy place opens and exports
     cleanly (every doc it accepted is readable), and a catalog restarted
     there finishes the crawl with nothing lost.
-Also: a data directory that cannot be created gives a clear error.
+Also: a data directory that cannot be created, and a store on a read-only
+file system, give a clear error naming the directory.
 
 Needs root to mount a tmpfs; otherwise it says so and exits 77 (skipped).
 """
@@ -72,6 +73,19 @@ def main():
         cluster.check_alive()
         accepted = s["records"]
         cluster.stop()
+
+        # A store it may not write (read-only file system): a clear error naming it, exit 1,
+        # and the store is untouched (it opens and finishes below).
+        r = subprocess.run(["mount", "-o", "remount,ro", small], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        try:
+            r = subprocess.run([BIN, "catalog", "--data", data, "--bind", "tcp://127.0.0.1:%d" % free_port()],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 1 and data in r.stderr and \
+                ("Read-only file system" in r.stderr or "Permission denied" in r.stderr), (r.returncode, r.stderr)
+            print("read-only store: %s" % r.stderr.strip().splitlines()[-1])
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", small], capture_output=True)
 
         # Copy the store to a roomy place: it opens, exports, and a catalog there finishes the job.
         roomy = os.path.join(workdir, "roomy")
