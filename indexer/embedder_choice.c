@@ -46,6 +46,9 @@ int embedder_flags_take(struct embedder_flags *f, int opt, const char *arg, stru
         case EMBED_OPT_URL:
                 f->url = arg;
                 return 1;
+        case EMBED_OPT_IDF:
+                f->idf_file = arg;
+                return 1; /* the built-in's: not one of the flags that need --embed-url */
         case EMBED_OPT_MODEL:
                 f->model = arg;
                 break;
@@ -124,6 +127,9 @@ static int read_key(const char *file, char *buf, size_t size, struct st_error *e
 
 static int check_flags(const struct embedder_flags *f, struct st_error *err)
 {
+        if (f->url && f->idf_file)
+                return st_fail(err, ST_EINVAL,
+                               "--embed-idf weighs the built-in embedder; not with --embed-url");
         if (!f->url)
                 return f->others ? st_fail(err, ST_EINVAL, "--embed-* flags need --embed-url") : 0;
         if (!f->model || !*f->model)
@@ -168,6 +174,22 @@ static int open_http(struct embedder_choice *c, const struct embedder_flags *f,
         return 0;
 }
 
+/* The built-in with the IDF table at path. */
+static int open_idf(struct embedder_choice *c, const char *path, struct st_error *err)
+{
+        struct embed_idf_info info;
+        int rc = embed_idf_load(path, &c->idf, err);
+
+        if (rc)
+                return rc;
+        embedder_set_idf(&c->builtin, c->idf);
+        c->model = c->builtin.model;
+        embed_idf_get_info(c->idf, &info);
+        log_info("embedding with %s: the built-in with IDF table %s (%llu docs, %u buckets)",
+                 c->model, path, (unsigned long long)info.docs, info.buckets);
+        return 0;
+}
+
 int embedder_choice_open(struct embedder_choice *c, const struct embedder_flags *f, int builtin_dim,
                          long default_deadline_ms, struct st_error *err)
 {
@@ -180,9 +202,13 @@ int embedder_choice_open(struct embedder_choice *c, const struct embedder_flags 
         c->model = c->builtin.model;
         c->dim = c->builtin.dim;
         rc = check_flags(f, err);
-        if (rc || !f->url)
+        if (rc)
                 return rc;
-        return open_http(c, f, default_deadline_ms, err);
+        if (f->url)
+                return open_http(c, f, default_deadline_ms, err);
+        if (f->idf_file)
+                return open_idf(c, f->idf_file, err);
+        return 0;
 }
 
 int embedder_choice_embed(struct embedder_choice *c, const char *const *texts, size_t n, float *out,
@@ -206,6 +232,8 @@ int embedder_choice_embed(struct embedder_choice *c, const char *const *texts, s
 void embedder_choice_close(struct embedder_choice *c)
 {
         embed_http_destroy(&c->http);
+        embedder_set_idf(&c->builtin, NULL);
+        embed_idf_destroy(&c->idf);
         c->model = c->builtin.model;
         c->dim = c->builtin.dim;
 }

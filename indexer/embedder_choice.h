@@ -13,6 +13,8 @@
  *   --embed-send-dim     send "dimensions": D (models that shorten their output)
  *   --embed-timeout-ms   one request (30000)
  *   --embed-deadline-ms  one batch with its retries (the command's default)
+ *   --embed-idf FILE     the built-in with the IDF table FILE (`stylus idf`);
+ *                        not with --embed-url
  *
  * The model name: with an endpoint, the index's model name is NAME exactly
  * as given (e.g. "text-embedding-3-small"; 1..63 printable ASCII bytes,
@@ -20,7 +22,9 @@
  * into every embed RESULT and every QUERY, and a shard given the same
  * --embed-model NAME --embed-dim D accepts them; the dimension is checked
  * apart from the name, everywhere.  The built-in's name is
- * "stylus-hash-v1/<dim>".
+ * "stylus-hash-v1/<dim>", or with --embed-idf
+ * "stylus-hash-v1+idf-<8 hex of the table's SHA-256>/<dim>" (`stylus idf`
+ * prints it; shards need it as their --embed-model).
  *
  * Usage in a command:
  *
@@ -68,6 +72,7 @@ enum {
         EMBED_OPT_SEND_DIM,
         EMBED_OPT_TIMEOUT,
         EMBED_OPT_DEADLINE,
+        EMBED_OPT_IDF,
 };
 
 /* Entries for a command's getopt_long table. */
@@ -80,7 +85,8 @@ enum {
         {"embed-batch", required_argument, NULL, EMBED_OPT_BATCH},              \
         {"embed-send-dim", no_argument, NULL, EMBED_OPT_SEND_DIM},              \
         {"embed-timeout-ms", required_argument, NULL, EMBED_OPT_TIMEOUT},       \
-        {"embed-deadline-ms", required_argument, NULL, EMBED_OPT_DEADLINE}
+        {"embed-deadline-ms", required_argument, NULL, EMBED_OPT_DEADLINE},     \
+        {"embed-idf", required_argument, NULL, EMBED_OPT_IDF}
 
 /* The flags' lines of a command's --help. */
 #define EMBEDDER_CHOICE_USAGE                                                                   \
@@ -99,7 +105,10 @@ enum {
         "  --embed-timeout-ms MS   one request (default 30000)\n"                               \
         "  --embed-deadline-ms MS  one batch with its retries (429, 5xx, timeouts and\n"       \
         "                       resets are retried, Retry-After obeyed, else 1 s\n"            \
-        "                       doubling to 30 s with jitter)\n"
+        "                       doubling to 30 s with jitter)\n"                                \
+        "  --embed-idf FILE     weigh the built-in embedder's features by the IDF table\n"      \
+        "                       FILE (made by `stylus idf`); the model name becomes\n"          \
+        "                       stylus-hash-v1+idf-<sha>/<dim>: give shards the same\n"
 /* clang-format on */
 
 /* What the flags said; filled by embedder_flags_take. */
@@ -107,6 +116,7 @@ struct embedder_flags {
         const char *url;      /* NULL: the built-in */
         const char *model;    /* borrowed from argv */
         const char *key_file; /* NULL: $STYLUS_EMBED_KEY or no key */
+        const char *idf_file; /* NULL: the built-in without IDF weights */
         int dim;              /* 0 when not given */
         unsigned batch;       /* 0: the default */
         bool send_dim;
@@ -118,6 +128,7 @@ struct embedder_flags {
 /* An embedder ready to use. */
 struct embedder_choice {
         struct embedder builtin; /* always set up (the composer takes one) */
+        struct embed_idf *idf;   /* the --embed-idf table builtin uses, or NULL; owned */
         struct embed_http *http; /* NULL: the built-in embeds */
         const char *model;       /* the index's model name: builtin.model or the endpoint's */
         int dim;                 /* floats per vector */
@@ -139,7 +150,9 @@ int embedder_flags_take(struct embedder_flags *f, int opt, const char *arg, stru
  * (EMBEDDER_DEADLINE_*).  Logs the choice (never the key).  Returns 0 or
  * ST_EINVAL (err: --embed-* flags without --embed-url, a missing
  * --embed-model or --embed-dim, a reserved or bad model name, an unreadable
- * key file, a bad URL) or ST_ENOMEM.  On error c needs no close.
+ * key file, a bad URL, --embed-idf with --embed-url), ST_ENOMEM, or the
+ * errors of embed_idf_load() for --embed-idf (err names the file and what
+ * is wrong with it).  On error c needs no close.
  */
 int embedder_choice_open(struct embedder_choice *c, const struct embedder_flags *f, int builtin_dim,
                          long default_deadline_ms, struct st_error *err);

@@ -13,6 +13,7 @@ int cmd_images(int argc, char **argv);
 int cmd_refiner(int argc, char **argv);
 int cmd_indexer(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_idf(int argc, char **argv);
 int cmd_shard(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_ask(int argc, char **argv);

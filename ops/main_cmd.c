@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"refiner", cmd_refiner, "refiner worker: raw records to StylusDocs"},
     {"indexer", cmd_indexer, "indexer worker: StylusDocs to embeddings"},
     {"embed", cmd_embed, "embed texts as the indexer does; one JSON line per text"},
+    {"idf", cmd_idf, "learn IDF weights for the built-in embedder from a catalog"},
     {"shard", cmd_shard, "shard server: follows the changelog, answers top-K"},
     {"serve", cmd_serve, "query node: HTTP /v1/compose over the shards"},
     {"ask", cmd_ask, "ask a query node which adapters suit a prompt"},

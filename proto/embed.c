@@ -13,11 +13,14 @@
  *        3- and 4-grams of "^word$"      0.5 / n-grams in the word, x tf(word)
  *      where tf(x) = 1 + ln(count of x in the text) (sublinear);
  *      n-grams count UTF-8 code points, not bytes;
- *   4. L2-normalize (a text without usable words stays all zero).
+ *   4. with an IDF table (embed.h), each feature's weight times the IDF of
+ *      its table bucket;
+ *   5. L2-normalize (a text without usable words stays all zero).
  *
  * Hash: FNV-1a 64 over the feature bytes, seeded per feature type, then the
  * murmur3 fmix64 finalizer so every bit is usable.  Bucket = high 32 bits
- * scaled to dim; sign = lowest bit.
+ * scaled to dim; sign = lowest bit; IDF table bucket = the bits above the
+ * sign, modulo the table's size.
  *
  * Determinism: only + - * / and sqrt (all correctly rounded by IEEE 754) touch
  * the floats; ln is computed here rather than by libm, whose results may
@@ -25,13 +28,20 @@
  */
 #include "proto/embed.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-#define MODEL_NAME "stylus-hash-v1"
+#include "proto/sha256.h"
+
+#define MODEL_NAME   EMBED_IDF_HASHING
+#define IDF_MODEL    MODEL_NAME "+idf-"
+#define IDF_NAME_HEX 8 /* hex digits of the table's SHA-256 in the model name */
 
 /* A bigram does not span these: they end a phrase or a comma-separated tag. */
 #define PHRASE_BREAKS ",;.:!?|()[]{}<>\"\n\r\t"
@@ -134,23 +144,63 @@ static uint64_t fmix64(uint64_t h)
         return h;
 }
 
+/* A table: see the format in embed.h. */
+struct embed_idf {
+        uint32_t buckets; /* a power of two */
+        uint32_t min_df;
+        uint64_t docs;
+        char sha[SHA256_HEX_SIZE]; /* of the file */
+        float *weight;             /* [buckets] */
+};
+
+/* A table in the making: document frequencies. */
+struct embed_idf_counter {
+        uint32_t buckets;
+        uint64_t docs;
+        uint32_t *df;   /* [buckets] */
+        uint32_t *seen; /* [buckets]: 1 + the doc that last counted the bucket */
+};
+
+static size_t idf_bucket(uint64_t m, uint32_t buckets)
+{
+        return (size_t)((m >> 1) & (buckets - 1));
+}
+
 /*
- * Where features go: dim hashed buckets (the dense embedding), or a list of
- * the features themselves (the sparse form, embed_sparse()).
+ * Where features go: dim hashed buckets (the dense embedding), a list of the
+ * features themselves (the sparse form, embed_sparse()), or a counter of
+ * document frequencies (embed_idf_counter_add()).
  */
 struct sink {
         float *dense; /* dim floats, or NULL */
         int dim;
+        const struct embed_idf *idf;  /* weights for dense, or NULL */
         struct embed_feature *sparse; /* room for cap features when dense is NULL */
         size_t n, cap;
+        struct embed_idf_counter *counter; /* instead of both when set */
 };
+
+static void count_feature(struct embed_idf_counter *c, uint64_t m)
+{
+        size_t b = idf_bucket(m, c->buckets);
+        uint32_t doc = (uint32_t)c->docs + 1;
+
+        if (c->seen[b] != doc) {
+                c->seen[b] = doc;
+                c->df[b]++;
+        }
+}
 
 static void add_feature(struct sink *s, uint64_t h, double weight)
 {
         uint64_t m = fmix64(h);
         size_t bucket = (size_t)(((m >> 32) * (uint64_t)s->dim) >> 32);
 
-        if (s->dense) {
+        if (s->counter) {
+                count_feature(s->counter, m);
+        } else if (s->dense) {
+                if (s->idf)
+                        weight *= s->idf->weight[idf_bucket(m, s->idf->buckets)];
                 s->dense[bucket] += (float)((m & 1) ? -weight : weight);
         } else if (s->n < s->cap) {
                 s->sparse[s->n].hash = m;
@@ -482,8 +532,19 @@ int embedder_init(struct embedder *e, int dim)
         if (dim < 1 || dim > EMBED_MAX_DIM)
                 return ST_EINVAL;
         e->dim = dim;
+        e->idf = NULL;
         snprintf(e->model, sizeof(e->model), "%s/%d", MODEL_NAME, dim);
         return 0;
+}
+
+void embedder_set_idf(struct embedder *e, const struct embed_idf *t)
+{
+        e->idf = t;
+        if (t)
+                snprintf(e->model, sizeof(e->model), "%s%.*s/%d", IDF_MODEL, IDF_NAME_HEX, t->sha,
+                         e->dim);
+        else
+                snprintf(e->model, sizeof(e->model), "%s/%d", MODEL_NAME, e->dim);
 }
 
 /* Feed every feature of len bytes of text (len <= EMBED_MAX_TEXT) into out. */
@@ -517,7 +578,7 @@ out_free:
 
 int embedder_embed(const struct embedder *e, const char *text, size_t len, float *out)
 {
-        struct sink s = {.dense = out, .dim = e->dim};
+        struct sink s = {.dense = out, .dim = e->dim, .idf = e->idf};
         int rc;
 
         if (e->dim < 1 || e->dim > EMBED_MAX_DIM || (!text && len > 0))
@@ -680,5 +741,392 @@ int embed_doc_text(const struct st_doc *d, struct arena *a, char **text)
         build_doc_text(d, &b);
         b.buf[b.len] = '\0';
         *text = b.buf;
+        return 0;
+}
+
+/* ---- IDF tables ---- */
+
+static const char idf_magic[8] = {'S', 'T', 'Y', 'L', 'I', 'D', 'F', '\n'};
+
+#define IDF_VERSION     1u
+#define IDF_OFF_SHA     64
+#define IDF_HASHING_LEN 32
+#define IDF_MAX_FILE    (EMBED_IDF_HEADER + 4 * (size_t)EMBED_IDF_MAX_BUCKETS)
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+        for (int i = 0; i < 4; i++)
+                p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+        for (int i = 0; i < 8; i++)
+                p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+        uint32_t v = 0;
+
+        for (int i = 0; i < 4; i++)
+                v |= (uint32_t)p[i] << (8 * i);
+        return v;
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+        uint64_t v = 0;
+
+        for (int i = 0; i < 8; i++)
+                v |= (uint64_t)p[i] << (8 * i);
+        return v;
+}
+
+static int valid_buckets(uint32_t b)
+{
+        return b >= EMBED_IDF_MIN_BUCKETS && b <= EMBED_IDF_MAX_BUCKETS && (b & (b - 1)) == 0;
+}
+
+/* The digest of a whole file of len bytes: every byte but the digest's own. */
+static void file_digest(const unsigned char *file, size_t len,
+                        unsigned char digest[SHA256_DIGEST_SIZE])
+{
+        struct sha256 h;
+
+        sha256_init(&h);
+        sha256_update(&h, file, IDF_OFF_SHA);
+        sha256_update(&h, file + EMBED_IDF_HEADER, len - EMBED_IDF_HEADER);
+        sha256_final(&h, digest);
+}
+
+static void hex_of(const unsigned char digest[SHA256_DIGEST_SIZE], char hex[SHA256_HEX_SIZE])
+{
+        static const char digits[] = "0123456789abcdef";
+
+        for (int i = 0; i < SHA256_DIGEST_SIZE; i++) {
+                hex[2 * i] = digits[digest[i] >> 4];
+                hex[2 * i + 1] = digits[digest[i] & 15];
+        }
+        hex[2 * SHA256_DIGEST_SIZE] = '\0';
+}
+
+/* The file's bytes (malloc'd, you own them), digest included. */
+static int encode(const struct embed_idf *t, unsigned char **out, size_t *len)
+{
+        size_t n = EMBED_IDF_HEADER + 4 * (size_t)t->buckets;
+        unsigned char *p = calloc(1, n);
+
+        if (!p)
+                return ST_ENOMEM;
+        memcpy(p, idf_magic, sizeof(idf_magic));
+        put_u32(p + 8, IDF_VERSION);
+        put_u32(p + 12, t->buckets);
+        put_u64(p + 16, t->docs);
+        put_u32(p + 24, t->min_df);
+        memcpy(p + 32, EMBED_IDF_HASHING, strlen(EMBED_IDF_HASHING));
+        for (uint32_t b = 0; b < t->buckets; b++) {
+                uint32_t bits;
+
+                memcpy(&bits, &t->weight[b], sizeof(bits));
+                put_u32(p + EMBED_IDF_HEADER + 4 * (size_t)b, bits);
+        }
+        file_digest(p, n, p + IDF_OFF_SHA);
+        *out = p;
+        *len = n;
+        return 0;
+}
+
+static struct embed_idf *idf_new(uint32_t buckets)
+{
+        struct embed_idf *t = calloc(1, sizeof(*t));
+
+        if (t) {
+                t->buckets = buckets;
+                t->weight = malloc((size_t)buckets * sizeof(*t->weight));
+        }
+        if (t && !t->weight) {
+                free(t);
+                t = NULL;
+        }
+        return t;
+}
+
+void embed_idf_destroy(struct embed_idf **t)
+{
+        if (!*t)
+                return;
+        free((*t)->weight);
+        free(*t);
+        *t = NULL;
+}
+
+/* The bytes of p[n] up to a NUL as text, others than printable ASCII as '?': out[n + 1]. */
+static void printable(const unsigned char *p, size_t n, char *out)
+{
+        size_t i;
+
+        for (i = 0; i < n && p[i]; i++)
+                out[i] = p[i] >= 0x20 && p[i] <= 0x7e ? (char)p[i] : '?';
+        out[i] = '\0';
+}
+
+/* Header fields, checked in the order a reader of a bad file wants to hear about them. */
+static int parse_header(const unsigned char *p, size_t len, uint32_t *buckets, struct st_error *err)
+{
+        static const char want[IDF_HASHING_LEN] = EMBED_IDF_HASHING;
+        uint32_t version;
+        size_t need;
+
+        if (len < EMBED_IDF_HEADER)
+                return st_fail(err, ST_ETRUNC, "IDF table truncated: %zu bytes, the header is %u",
+                               len, EMBED_IDF_HEADER);
+        if (memcmp(p, idf_magic, sizeof(idf_magic)))
+                return st_fail(err, ST_EPARSE, "not an IDF table (no STYLIDF magic)");
+        version = get_u32(p + 8);
+        if (version != IDF_VERSION)
+                return st_fail(err, ST_EPARSE, "IDF table version %u; this build reads %u", version,
+                               IDF_VERSION);
+        if (memcmp(p + 32, want, IDF_HASHING_LEN)) {
+                char id[IDF_HASHING_LEN + 1];
+
+                printable(p + 32, IDF_HASHING_LEN, id);
+                return st_fail(err, ST_EPARSE,
+                               "IDF table made for another feature hashing ('%s'), not '%s'", id,
+                               EMBED_IDF_HASHING);
+        }
+        *buckets = get_u32(p + 12);
+        if (!valid_buckets(*buckets))
+                return st_fail(err, ST_EPARSE,
+                               "IDF table has %u buckets; need a power of two in %u..%u", *buckets,
+                               EMBED_IDF_MIN_BUCKETS, EMBED_IDF_MAX_BUCKETS);
+        need = EMBED_IDF_HEADER + 4 * (size_t)*buckets;
+        if (len < need)
+                return st_fail(err, ST_ETRUNC, "IDF table truncated: %zu bytes of %zu", len, need);
+        if (len > need)
+                return st_fail(err, ST_EPARSE, "IDF table has %zu bytes after its %u weights",
+                               len - need, *buckets);
+        if (get_u64(p + 16) == 0 || get_u32(p + 24) == 0 || get_u32(p + 28) != 0)
+                return st_fail(err, ST_EPARSE,
+                               "IDF table header: docs and min_df must be >= 1, reserved 0");
+        return 0;
+}
+
+int embed_idf_parse(const void *bytes, size_t len, struct embed_idf **out, struct st_error *err)
+{
+        const unsigned char *p = bytes;
+        unsigned char digest[SHA256_DIGEST_SIZE];
+        struct embed_idf *t;
+        uint32_t buckets = 0;
+        int rc;
+
+        *out = NULL;
+        if (!p && len > 0)
+                return st_fail(err, ST_EINVAL, "IDF table: no bytes");
+        rc = parse_header(p, len, &buckets, err);
+        if (rc)
+                return rc;
+        file_digest(p, len, digest);
+        if (memcmp(digest, p + IDF_OFF_SHA, sizeof(digest)))
+                return st_fail(err, ST_EPARSE, "IDF table corrupt: its SHA-256 does not match");
+        t = idf_new(buckets);
+        if (!t)
+                return st_fail(err, ST_ENOMEM, "IDF table: out of memory");
+        t->docs = get_u64(p + 16);
+        t->min_df = get_u32(p + 24);
+        hex_of(digest, t->sha);
+        for (uint32_t b = 0; b < buckets; b++) {
+                uint32_t bits = get_u32(p + EMBED_IDF_HEADER + 4 * (size_t)b);
+                float w;
+
+                memcpy(&w, &bits, sizeof(w));
+                /* written this way, NaN fails too */
+                if (!(w >= 1.0f && w <= EMBED_IDF_MAX_WEIGHT)) {
+                        embed_idf_destroy(&t);
+                        return st_fail(err, ST_EPARSE, "IDF table weight %u is %g, not in 1..%g", b,
+                                       (double)w, (double)EMBED_IDF_MAX_WEIGHT);
+                }
+                t->weight[b] = w;
+        }
+        *out = t;
+        return 0;
+}
+
+int embed_idf_load(const char *path, struct embed_idf **out, struct st_error *err)
+{
+        unsigned char *buf = NULL;
+        struct stat st;
+        size_t len;
+        FILE *f;
+        int rc;
+
+        *out = NULL;
+        f = fopen(path, "rb");
+        if (!f)
+                return st_fail(err, ST_EIO, "IDF table %s: %s", path, strerror(errno));
+        if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
+                rc = st_fail(err, ST_EIO, "IDF table %s: not a regular file", path);
+                goto out_file;
+        }
+        if ((uintmax_t)st.st_size > IDF_MAX_FILE) {
+                rc = st_fail(err, ST_ETOOBIG, "IDF table %s: %jd bytes, at most %zu", path,
+                             (intmax_t)st.st_size, (size_t)IDF_MAX_FILE);
+                goto out_file;
+        }
+        len = (size_t)st.st_size;
+        buf = malloc(len ? len : 1);
+        if (!buf) {
+                rc = st_fail(err, ST_ENOMEM, "IDF table %s: out of memory", path);
+                goto out_file;
+        }
+        if (fread(buf, 1, len, f) != len) {
+                rc = st_fail(err, ST_EIO, "IDF table %s: read failed", path);
+                goto out_buf;
+        }
+        rc = embed_idf_parse(buf, len, out, err);
+        if (rc && err) {
+                struct st_error why = *err;
+
+                st_fail(err, rc, "%s: %s", path, why.msg);
+        }
+out_buf:
+        free(buf);
+out_file:
+        fclose(f);
+        return rc;
+}
+
+int embed_idf_save(const struct embed_idf *t, const char *path, struct st_error *err)
+{
+        char tmp[4096];
+        unsigned char *buf;
+        size_t len;
+        FILE *f;
+        int rc = 0;
+
+        if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+                return st_fail(err, ST_EINVAL, "IDF table: path too long");
+        if (encode(t, &buf, &len))
+                return st_fail(err, ST_ENOMEM, "IDF table: out of memory");
+        f = fopen(tmp, "wb");
+        if (!f) {
+                rc = st_fail(err, ST_EIO, "%s: %s", tmp, strerror(errno));
+                goto out_buf;
+        }
+        if (fwrite(buf, 1, len, f) != len || fflush(f) || fsync(fileno(f)))
+                rc = st_fail(err, ST_EIO, "%s: %s", tmp, strerror(errno));
+        if (fclose(f) && !rc)
+                rc = st_fail(err, ST_EIO, "%s: %s", tmp, strerror(errno));
+        if (!rc && rename(tmp, path))
+                rc = st_fail(err, ST_EIO, "%s: %s", path, strerror(errno));
+        if (rc)
+                unlink(tmp);
+out_buf:
+        free(buf);
+        return rc;
+}
+
+void embed_idf_get_info(const struct embed_idf *t, struct embed_idf_info *info)
+{
+        info->buckets = t->buckets;
+        info->min_df = t->min_df;
+        info->docs = t->docs;
+        memcpy(info->sha, t->sha, sizeof(info->sha));
+}
+
+float embed_idf_word_weight(const struct embed_idf *t, const char *text)
+{
+        size_t len = strnlen(text, EMBED_MAX_SPARSE_TEXT);
+        char *buf = malloc(len ? len : 1);
+        struct word *words = malloc((len / 2 + 1) * sizeof(*words));
+        float w = 0.0f;
+
+        if (buf && words && split_words(text, len, buf, words) > 0)
+                w = t->weight[idf_bucket(fmix64(words[0].hash), t->buckets)];
+        free(words);
+        free(buf);
+        return w;
+}
+
+int embed_idf_counter_new(uint32_t buckets, struct embed_idf_counter **out)
+{
+        struct embed_idf_counter *c;
+
+        *out = NULL;
+        if (!valid_buckets(buckets))
+                return ST_EINVAL;
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return ST_ENOMEM;
+        c->buckets = buckets;
+        c->df = calloc(buckets, sizeof(*c->df));
+        c->seen = calloc(buckets, sizeof(*c->seen));
+        if (!c->df || !c->seen) {
+                embed_idf_counter_destroy(&c);
+                return ST_ENOMEM;
+        }
+        *out = c;
+        return 0;
+}
+
+void embed_idf_counter_destroy(struct embed_idf_counter **c)
+{
+        if (!*c)
+                return;
+        free((*c)->df);
+        free((*c)->seen);
+        free(*c);
+        *c = NULL;
+}
+
+int embed_idf_counter_add(struct embed_idf_counter *c, const char *text, size_t len)
+{
+        struct sink s = {.dim = 1, .counter = c};
+        int rc;
+
+        if (!text && len > 0)
+                return ST_EINVAL;
+        if (c->docs >= UINT32_MAX - 1)
+                return ST_ETOOBIG; /* seen[] stamps are doc numbers + 1 */
+        rc = featurize(text, len > EMBED_MAX_TEXT ? EMBED_MAX_TEXT : len, &s);
+        if (!rc)
+                c->docs++;
+        return rc;
+}
+
+uint64_t embed_idf_counter_docs(const struct embed_idf_counter *c)
+{
+        return c->docs;
+}
+
+int embed_idf_counter_finish(const struct embed_idf_counter *c, uint32_t min_df,
+                             struct embed_idf **out)
+{
+        struct embed_idf *t;
+        unsigned char *file;
+        size_t len;
+
+        *out = NULL;
+        if (c->docs == 0 || min_df == 0)
+                return ST_EINVAL;
+        t = idf_new(c->buckets);
+        if (!t)
+                return ST_ENOMEM;
+        t->docs = c->docs;
+        t->min_df = min_df;
+        for (uint32_t b = 0; b < c->buckets; b++) {
+                uint64_t df = c->df[b] > min_df ? c->df[b] : min_df;
+
+                if (df > c->docs)
+                        df = c->docs;
+                t->weight[b] = (float)(portable_ln((double)(c->docs + 1) / (double)(df + 1)) + 1.0);
+        }
+        if (encode(t, &file, &len)) {
+                embed_idf_destroy(&t);
+                return ST_ENOMEM;
+        }
+        hex_of(file + IDF_OFF_SHA, t->sha);
+        free(file);
+        *out = t;
         return 0;
 }
