@@ -276,6 +276,12 @@ char *civitai_model_url(struct arena *a, const char *base_url, uint64_t model_id
                             (unsigned long long)model_id);
 }
 
+char *civitai_by_hash_url(struct arena *a, const char *base_url, const char *hash)
+{
+        return arena_printf(a, "%.*s/api/v1/model-versions/by-hash/%s", (int)base_length(base_url),
+                            base_url, hash);
+}
+
 /* ---- one version ---- */
 
 static void parse_files(struct parser *p, const json_t *version, struct st_raw_record *r)
@@ -971,6 +977,124 @@ int civitai_crawl_page(struct fetcher *f, const struct civitai_source *src, cons
                 remember_page(src, a, req.url, &req.result, pass, out);
 out_req:
         fetch_request_release(&req);
+        return rc;
+}
+
+/* ---- duplicates: which version owns a file ---- */
+
+int civitai_parse_version(const char *json, size_t len, struct arena *a, char **record_id,
+                          struct st_error *err)
+{
+        json_int_t id, model;
+        json_t *root;
+        int rc;
+
+        *record_id = NULL;
+        rc = driver_load_json(json, len, CIVITAI_VERSION_MAX_JSON_VALUES, "civitai model version",
+                              &root, err);
+        if (rc)
+                return rc;
+        if (!json_is_object(root))
+                rc = st_fail(err, ST_ETYPE, "civitai model version: top level is not an object");
+        else if (!get_id(json_object_get(root, "id"), &id) ||
+                 !get_id(json_object_get(root, "modelId"), &model))
+                rc = st_fail(err, ST_ETYPE,
+                             "civitai model version: 'id' and 'modelId' must be positive integers");
+        else if (!(*record_id =
+                       arena_printf(a, "civitai:%lld@%lld", (long long)model, (long long)id)))
+                rc = st_fail(err, ST_ENOMEM, "civitai: arena full");
+        json_decref(root);
+        return rc;
+}
+
+/* The index of the first of hashes[0..i] equal to hashes[i]. */
+static size_t first_same(char *const *hashes, size_t i)
+{
+        size_t j = 0;
+
+        while (strcmp(hashes[j], hashes[i]) != 0)
+                j++;
+        return j;
+}
+
+/* The record id one by-hash request answered: NULL on 404/410, else parsed. */
+static int by_hash_answer(const struct fetch_request *req, const char *hash, struct arena *a,
+                          char **id, struct st_error *err)
+{
+        struct st_error perr = {0, ""};
+        int rc;
+
+        *id = NULL;
+        if (req->result.error.code == ST_ENOTFOUND)
+                return 0;
+        if (req->result.error.code) {
+                if (err)
+                        *err = req->result.error;
+                return req->result.error.code;
+        }
+        rc = civitai_parse_version(req->result.body, req->result.body_len, a, id, &perr);
+        if (rc)
+                return st_fail(err, rc, "civitai by-hash %s: %s", hash, perr.msg);
+        return 0;
+}
+
+int civitai_resolve_hashes(struct fetcher *f, const struct civitai_source *src, char *const *hashes,
+                           size_t n, struct arena *a, char **ids, struct st_error *err)
+{
+        struct fetch_request *reqs = NULL;
+        size_t *req_of, n_reqs = 0; /* req_of[i]: the request that asks hashes[i] */
+        int rc = 0;
+
+        if (!src || !src->base_url)
+                return st_fail(err, ST_EINVAL, "civitai: no base_url");
+        if (n == 0 || n > CIVITAI_MAX_HASHES)
+                return st_fail(err, ST_EINVAL, "civitai by_hash: %zu hashes, want 1..%d", n,
+                               CIVITAI_MAX_HASHES);
+        for (size_t i = 0; i < n; i++) {
+                ids[i] = NULL;
+                if (!is_hex64(hashes[i]))
+                        return st_fail(err, ST_EINVAL,
+                                       "civitai by_hash: '%.80s' is not a SHA256 (64 hex digits)",
+                                       hashes[i]);
+        }
+        req_of = arena_calloc(a, n, sizeof(*req_of));
+        reqs = calloc(n, sizeof(*reqs));
+        if (!req_of || !reqs) {
+                rc = st_fail(err, ST_ENOMEM, "civitai: out of memory");
+                goto out_reqs;
+        }
+        for (size_t i = 0; i < n; i++) {
+                size_t same = first_same(hashes, i);
+                struct fetch_request *req = &reqs[n_reqs];
+
+                if (same < i) {
+                        req_of[i] = req_of[same];
+                        continue;
+                }
+                req_of[i] = n_reqs++;
+                req->url = civitai_by_hash_url(a, src->base_url, hashes[i]);
+                if (!req->url) {
+                        rc = st_fail(err, ST_ENOMEM, "civitai: arena full");
+                        goto out_reqs;
+                }
+                req->max_body = CIVITAI_VERSION_MAX_BODY;
+                req->content_type = "application/json";
+                req->token = src->token;
+        }
+        rc = fetcher_run(f, reqs, n_reqs);
+        if (rc) {
+                rc = st_fail(err, rc, "civitai: by-hash requests broke down: %s", st_strerror(rc));
+                goto out_reqs;
+        }
+        for (size_t i = 0; i < n && rc == 0; i++)
+                if (first_same(hashes, i) == i)
+                        rc = by_hash_answer(&reqs[req_of[i]], hashes[i], a, &ids[i], err);
+        for (size_t i = 0; i < n && rc == 0; i++)
+                ids[i] = ids[first_same(hashes, i)];
+out_reqs:
+        for (size_t k = 0; reqs && k < n_reqs; k++)
+                fetch_request_release(&reqs[k]);
+        free(reqs);
         return rc;
 }
 

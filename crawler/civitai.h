@@ -11,6 +11,14 @@
  *     -> {"items":[{"url":..,"meta":{"prompt":..}|null}...], "metadata":{..}}
  *   GET <base>/api/v1/models/<modelId>
  *     -> one model item, the same shape as in the list; 404 when deleted
+ *   GET <base>/api/v1/model-versions/by-hash/<hash>
+ *     -> the model version that owns a file with that hash (any of AutoV1,
+ *        AutoV2, AutoV3, SHA256, BLAKE3, CRC32; case-insensitive):
+ *        {"id": <versionId>, "modelId": <modelId>, "name": .., "files": [..],
+ *        "model": {"name", "type", ..}, ..}; 404 {"error":"Model not found"}
+ *        when no published version has it.  Which version answers when two
+ *        uploads share a file is not documented (the fixture server gives
+ *        the oldest one, as the hash was first registered to it).
  *   No ETag or Last-Modified is documented (reference: assume none); when a
  *   server sends them anyway, they are used (below).
  *
@@ -23,6 +31,12 @@
  * (item "civitai:model:<id>"), and an incremental page whose records are all
  * known (driver_record_known) sets stop.  Without validators the content
  * hash decides downstream, as before.
+ *
+ * Duplicates (civitai_resolve_hashes): for each SHA256, GET
+ * /api/v1/model-versions/by-hash/<sha256>: the record id
+ * civitai:<modelId>@<id> of the version that answers, NULL on 404 or 410.
+ * The id may name a version the catalog does not hold (a Checkpoint, an
+ * unpublished or uncrawled model): it is what Civitai says, no more.
  *
  * Checks (civitai_check): for each id civitai:<m>@<v>, GET /api/v1/models/<m>
  * (once per model): 404 or 410, no version v in modelVersions, or a model
@@ -76,11 +90,14 @@
 #include "proto/doc.h"
 #include "proto/errors.h"
 
-#define CIVITAI_MAX_IMAGES      10      /* example images kept per version */
-#define CIVITAI_MAX_RECORDS     10000   /* records per page */
-#define CIVITAI_MAX_JSON_VALUES 2000000 /* values in one page's JSON */
-#define CIVITAI_MODELS_MAX_BODY (32u << 20)
-#define CIVITAI_IMAGES_MAX_BODY (4u << 20)
+#define CIVITAI_MAX_IMAGES              10      /* example images kept per version */
+#define CIVITAI_MAX_RECORDS             10000   /* records per page */
+#define CIVITAI_MAX_JSON_VALUES         2000000 /* values in one page's JSON */
+#define CIVITAI_MODELS_MAX_BODY         (32u << 20)
+#define CIVITAI_IMAGES_MAX_BODY         (4u << 20)
+#define CIVITAI_VERSION_MAX_BODY        (4u << 20) /* one /model-versions answer */
+#define CIVITAI_VERSION_MAX_JSON_VALUES 200000
+#define CIVITAI_MAX_HASHES              50 /* hashes in one civitai_resolve_hashes call */
 
 struct civitai_source {
         const char *base_url; /* "https://civitai.com" or a mirror; no trailing "/api" */
@@ -124,6 +141,24 @@ char *civitai_images_url(struct arena *a, const char *base_url, uint64_t version
 char *civitai_model_url(struct arena *a, const char *base_url, uint64_t model_id);
 
 /*
+ * URL of the version that owns a file hash:
+ * "<base>/api/v1/model-versions/by-hash/<hash>"; hash must already be
+ * URL-safe (the resolver sends only 64 hex digits).  NULL when the arena is full.
+ */
+char *civitai_by_hash_url(struct arena *a, const char *base_url, const char *hash);
+
+/*
+ * Parse len bytes of a /api/v1/model-versions answer (by id or by hash)
+ * into *record_id, "civitai:<modelId>@<id>" in a.  id and modelId must be
+ * positive JSON integers; every other key is ignored.  Returns 0,
+ * ST_EPARSE (not JSON), ST_ETYPE (not an object, or id / modelId absent or
+ * not a positive integer), ST_ETOOBIG (over CIVITAI_VERSION_MAX_JSON_VALUES)
+ * or ST_ENOMEM; err says which.
+ */
+int civitai_parse_version(const char *json, size_t len, struct arena *a, char **record_id,
+                          struct st_error *err);
+
+/*
  * Parse len bytes of a models page (the caller has bounded len) into *out,
  * allocating in a; crawled_at (RFC 3339) is stamped on every record.  A
  * malformed item is skipped, counted in out->n_errors and logged; the page
@@ -159,6 +194,22 @@ int civitai_parse_images_page(const char *json, size_t len, struct arena *a,
 int civitai_crawl_page(struct fetcher *f, const struct civitai_source *src, const char *cursor,
                        enum crawl_pass pass, struct arena *a, struct civitai_page *out,
                        struct st_error *err);
+
+/*
+ * Ask Civitai which version owns each of the n SHA256s (1..CIVITAI_MAX_HASHES,
+ * each 64 hex digits, either case), all requests in one fetcher run under
+ * the usual politeness: ids[i] becomes the record id of hashes[i]'s version
+ * (civitai_parse_version), or NULL when Civitai answers 404 or 410.  ids
+ * is an array of n the caller provides; the strings live in a.  A hash
+ * given twice is asked once.  Returns 0; ST_EINVAL (a hash that is not 64
+ * hex digits, named in err, or n out of range) before any request; or the
+ * first failure of a request other than 404/410 (ST_EHTTP for a 5xx after
+ * the retries, ST_ETIMEOUT, ST_ENET, ST_EAGAIN, ST_ETOOBIG ...) or of its
+ * answer (civitai_parse_version), with the hash in err, so the catalog
+ * tries the job again.  Call from the fetcher's thread.
+ */
+int civitai_resolve_hashes(struct fetcher *f, const struct civitai_source *src, char *const *hashes,
+                           size_t n, struct arena *a, char **ids, struct st_error *err);
 
 /*
  * Check n ids (1..DRIVER_MAX_CHECK_IDS, each civitai:<modelId>@<versionId>)

@@ -12,6 +12,9 @@
  *   pass    str, optional   "full" (absent too) or "incremental"
  *   check   [str], optional ids to verify, 1..DRIVER_MAX_CHECK_IDS; the job is a
  *                           check, cursor and pass are ignored
+ *   by_hash [str], optional civitai only: 1..CIVITAI_MAX_HASHES file SHA256s (64 hex
+ *                           digits) whose owning version to ask for; cursor and pass
+ *                           are ignored; not with check
  * RESULT payload:
  *   source       str
  *   records      [raw_record]  built this time
@@ -22,6 +25,10 @@
  *   gone         [str]         checks only (maybe empty): ids whose model is gone
  *   stop         bool          incremental passes only: this page was known
  *                              ground, do not go on to next_cursor
+ *   canonical    {str: str|nil} by_hash jobs only: each hash as given -> the record
+ *                              id of the version Civitai answers for it
+ *                              ("civitai:<modelId>@<versionId>"), nil on 404/410;
+ *                              records is then empty, next_cursor nil, skipped 0
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +62,8 @@ struct crawl_request {
         enum crawl_pass pass;
         char **check; /* n_check ids, or NULL: a page of a pass */
         size_t n_check;
+        char **by_hash; /* n_by_hash SHA256s, or NULL */
+        size_t n_by_hash;
 };
 
 /* What one crawl job produced, whatever the source; points into the job's arena. */
@@ -67,7 +76,11 @@ struct crawl_result {
         size_t n_unchanged;
         char **gone; /* checks only */
         size_t n_gone;
+        char **hashes;    /* by_hash jobs only: n_hashes hashes as given ... */
+        char **canonical; /* ... and the record id each resolved to, or NULL */
+        size_t n_hashes;
         bool is_check;
+        bool is_by_hash;
         bool has_stop; /* incremental passes only */
         bool stop;
 };
@@ -156,6 +169,56 @@ static int check_ids(struct crawler *c, const struct crawl_request *job, struct 
         return 0;
 }
 
+static int resolve_hashes(struct crawler *c, const struct crawl_request *job, struct arena *a,
+                          struct crawl_result *res, struct st_error *err)
+{
+        char **ids = arena_calloc(a, job->n_by_hash, sizeof(*ids));
+        size_t found = 0;
+        int rc;
+
+        if (!ids)
+                return st_fail(err, ST_ENOMEM, "crawl job: arena full");
+        rc = civitai_resolve_hashes(c->civitai_fetcher, &c->civitai, job->by_hash, job->n_by_hash,
+                                    a, ids, err);
+        if (rc)
+                return rc;
+        for (size_t i = 0; i < job->n_by_hash; i++)
+                found += ids[i] != NULL;
+        log_info("civitai by_hash of %zu hashes: %zu owned by a version, %zu unknown",
+                 job->n_by_hash, found, job->n_by_hash - found);
+        *res = (struct crawl_result){.hashes = job->by_hash,
+                                     .canonical = ids,
+                                     .n_hashes = job->n_by_hash,
+                                     .is_by_hash = true};
+        return 0;
+}
+
+/* Does hashes[i] repeat an earlier one? */
+static bool repeated(char *const *hashes, size_t i)
+{
+        for (size_t j = 0; j < i; j++)
+                if (strcmp(hashes[j], hashes[i]) == 0)
+                        return true;
+        return false;
+}
+
+/* Each distinct hash once: a msgpack map must not repeat a key. */
+static void pack_canonical(msgpack_packer *pk, const struct crawl_result *res)
+{
+        size_t distinct = 0;
+
+        for (size_t i = 0; i < res->n_hashes; i++)
+                distinct += !repeated(res->hashes, i);
+        wire_pack_key(pk, "canonical");
+        msgpack_pack_map(pk, distinct);
+        for (size_t i = 0; i < res->n_hashes; i++) {
+                if (repeated(res->hashes, i))
+                        continue;
+                wire_pack_str(pk, res->hashes[i]);
+                wire_pack_str(pk, res->canonical[i]);
+        }
+}
+
 static void pack_ids(msgpack_packer *pk, const char *key, char *const *ids, size_t n)
 {
         wire_pack_key(pk, key);
@@ -174,7 +237,8 @@ static int pack_result(msgpack_packer *pk, const char *source, const struct craw
 
         gmtime_r(&now, &tm);
         strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        msgpack_pack_map(pk, 4 + (res->n_unchanged > 0) + res->is_check + res->has_stop);
+        msgpack_pack_map(pk, 4 + (res->n_unchanged > 0) + res->is_check + res->has_stop +
+                                 res->is_by_hash);
         wire_pack_kv_str(pk, "source", source);
         wire_pack_kv_str(pk, "next_cursor", res->next_cursor);
         wire_pack_kv_u64(pk, "skipped", res->n_skipped);
@@ -193,37 +257,38 @@ static int pack_result(msgpack_packer *pk, const char *source, const struct craw
                 pack_ids(pk, "gone", res->gone, res->n_gone);
         if (res->has_stop)
                 wire_pack_kv_bool(pk, "stop", res->stop);
+        if (res->is_by_hash)
+                pack_canonical(pk, res);
         return 0;
 }
 
-/* The check ids of a job: an array of 1..DRIVER_MAX_CHECK_IDS strings. */
-static int read_check(const msgpack_object *payload, struct arena *a, struct crawl_request *job,
-                      struct st_error *err)
+/* A job's list of 1..max strings under key (absent or nil: *out stays NULL). */
+static int read_strings(const msgpack_object *payload, const char *key, size_t max, struct arena *a,
+                        char ***out, size_t *n, struct st_error *err)
 {
-        const msgpack_object *v = wire_get(payload, "check");
+        const msgpack_object *v = wire_get(payload, key);
 
         if (!v || v->type == MSGPACK_OBJECT_NIL)
                 return 0;
-        if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 ||
-            v->via.array.size > DRIVER_MAX_CHECK_IDS)
-                return st_fail(err, ST_EINVAL, "crawl job: 'check' must hold 1..%d ids",
-                               DRIVER_MAX_CHECK_IDS);
-        job->check = arena_calloc(a, v->via.array.size, sizeof(*job->check));
-        if (!job->check)
+        if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 || v->via.array.size > max)
+                return st_fail(err, ST_EINVAL, "crawl job: '%s' must hold 1..%zu strings", key,
+                               max);
+        *out = arena_calloc(a, v->via.array.size, sizeof(**out));
+        if (!*out)
                 return st_fail(err, ST_ENOMEM, "crawl job: arena full");
         for (uint32_t i = 0; i < v->via.array.size; i++) {
-                const msgpack_object *id = &v->via.array.ptr[i];
+                const msgpack_object *s = &v->via.array.ptr[i];
 
-                if (id->type != MSGPACK_OBJECT_STR || id->via.str.size == 0 ||
-                    id->via.str.size >= ST_LIMIT_STRING ||
-                    memchr(id->via.str.ptr, '\0', id->via.str.size))
-                        return st_fail(err, ST_EINVAL, "crawl job: check id %u is not a string",
-                                       (unsigned)i);
-                job->check[i] = arena_strndup(a, id->via.str.ptr, id->via.str.size);
-                if (!job->check[i])
+                if (s->type != MSGPACK_OBJECT_STR || s->via.str.size == 0 ||
+                    s->via.str.size >= ST_LIMIT_STRING ||
+                    memchr(s->via.str.ptr, '\0', s->via.str.size))
+                        return st_fail(err, ST_EINVAL, "crawl job: %s entry %u is not a string",
+                                       key, (unsigned)i);
+                (*out)[i] = arena_strndup(a, s->via.str.ptr, s->via.str.size);
+                if (!(*out)[i])
                         return st_fail(err, ST_ENOMEM, "crawl job: arena full");
         }
-        job->n_check = v->via.array.size;
+        *n = v->via.array.size;
         return 0;
 }
 
@@ -232,6 +297,7 @@ static int read_job(const msgpack_object *payload, struct arena *a, struct crawl
 {
         const msgpack_object *given = wire_get(payload, "pass");
         char *pass = NULL;
+        int rc;
 
         memset(job, 0, sizeof(*job));
         if (wire_get_str(payload, "source", a, &job->source))
@@ -245,7 +311,16 @@ static int read_job(const msgpack_object *payload, struct arena *a, struct crawl
                 if (strcmp(pass, "incremental") == 0)
                         job->pass = CRAWL_PASS_INCREMENTAL;
         }
-        return read_check(payload, a, job, err);
+        rc = read_strings(payload, "check", DRIVER_MAX_CHECK_IDS, a, &job->check, &job->n_check,
+                          err);
+        if (rc == 0)
+                rc = read_strings(payload, "by_hash", CIVITAI_MAX_HASHES, a, &job->by_hash,
+                                  &job->n_by_hash, err);
+        if (rc == 0 && job->check && job->by_hash)
+                rc = st_fail(err, ST_EINVAL, "crawl job: 'check' and 'by_hash' together");
+        if (rc == 0 && job->by_hash && strcmp(job->source, "civitai") != 0)
+                rc = st_fail(err, ST_EINVAL, "crawl job: 'by_hash' is for source civitai only");
+        return rc;
 }
 
 static int crawl_job(void *ctx, const msgpack_object *payload, struct arena *a, msgpack_packer *pk,
@@ -253,7 +328,7 @@ static int crawl_job(void *ctx, const msgpack_object *payload, struct arena *a, 
 {
         struct crawler *c = ctx;
         struct crawl_request job;
-        struct crawl_result res;
+        struct crawl_result res = {0};
         int rc = read_job(payload, a, &job, err);
 
         if (rc)
@@ -263,6 +338,8 @@ static int crawl_job(void *ctx, const msgpack_object *payload, struct arena *a, 
                                job.source);
         if (job.check)
                 rc = check_ids(c, &job, a, &res, err);
+        else if (job.by_hash)
+                rc = resolve_hashes(c, &job, a, &res, err);
         else if (strcmp(job.source, "civitai") == 0)
                 rc = crawl_civitai(c, &job, a, &res, err);
         else
@@ -301,7 +378,8 @@ static void usage(FILE *f)
         fputs(
             "usage: stylus crawler [--connect ENDPOINT] [--civitai-url URL]\n"
             "                      [--civitai-token-file FILE] [--max-per-host N]\n"
-            "                      [--rate REQ_PER_S] [--hf-url URL] [--hf-token-file FILE]\n"
+            "                      [--rate REQ_PER_S] [--civitai-page-limit N]\n"
+            "                      [--hf-url URL] [--hf-token-file FILE]\n"
             "                      [--hf-rate REQ_PER_S] [--hf-page-limit N]\n"
             "                      [--cache DIR] [--allow-private] [--contact TEXT]\n"
             "                      [--max-jobs N]\n"
@@ -310,7 +388,8 @@ static void usage(FILE *f)
             "record per adapter version.  Source \"civitai\": pages of /api/v1/models\n"
             "(LORA, LoCon, DoRA; cursor pagination) with example image prompts.  Source\n"
             "\"hf\": pages of the Hugging Face /api/models LoRA listings (Link pagination),\n"
-            "each repo completed from its README's YAML front matter.\n"
+            "each repo completed from its README's YAML front matter.  A civitai job with\n"
+            "by_hash asks which version owns each file SHA256 (re-uploads).\n"
             "\n"
             "  --connect ENDPOINT      catalog broker (default tcp://127.0.0.1:5555)\n"
             "  --civitai-url URL       Civitai or a mirror (default https://civitai.com)\n"
@@ -318,6 +397,7 @@ static void usage(FILE *f)
             "  --max-per-host N        connections at once per host (default 2)\n"
             "  --rate R                Civitai requests per second per host (default 1;\n"
             "                          0 = no limit)\n"
+            "  --civitai-page-limit N  models per Civitai page, 1..100 (default 100)\n"
             "  --hf-url URL            Hugging Face or a mirror (default https://huggingface.co)\n"
             "  --hf-token-file F       access token file; or set STYLUS_HF_TOKEN (never logged)\n"
             "  --hf-rate R             Hugging Face requests per second per host (default 1.5;\n"
@@ -382,6 +462,7 @@ int cmd_crawler(int argc, char **argv)
             {"hf-token-file", required_argument, NULL, 'T'},
             {"hf-rate", required_argument, NULL, 'R'},
             {"hf-page-limit", required_argument, NULL, 'L'},
+            {"civitai-page-limit", required_argument, NULL, 'l'},
             {"allow-private", no_argument, NULL, 'P'},
             {"cache", required_argument, NULL, 'C'},
             {"help", no_argument, NULL, 'h'},
@@ -435,6 +516,9 @@ int cmd_crawler(int argc, char **argv)
                 case 'L':
                         c.hf.page_limit = (int)strtol(optarg, NULL, 10);
                         break;
+                case 'l':
+                        c.civitai.page_limit = (int)strtol(optarg, NULL, 10);
+                        break;
                 case 'P':
                         cfg.allow_private = true;
                         break;
@@ -450,7 +534,8 @@ int cmd_crawler(int argc, char **argv)
                 }
         }
         if (cfg.max_per_host == 0 || !(cfg.rate_per_host >= 0) || !(hf_rate >= 0) ||
-            c.hf.page_limit < 1 || c.hf.page_limit > HF_MAX_PAGE_LIMIT) {
+            c.hf.page_limit < 1 || c.hf.page_limit > HF_MAX_PAGE_LIMIT ||
+            c.civitai.page_limit < 1 || c.civitai.page_limit > 100) {
                 usage(stderr);
                 return 2;
         }

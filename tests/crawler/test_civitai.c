@@ -865,6 +865,202 @@ static void test_cache_and_check(void)
         }
 }
 
+/* A /model-versions answer in the documented shape (model-versions.md), trimmed. */
+static const char version_answer[] =
+    "{\"id\":850029,\"modelId\":537253,\"name\":\"v1.5\",\"baseModel\":\"SD 1.5\","
+    "\"air\":\"urn:air:sd1:lora:civitai:537253@850029\",\"status\":\"Published\","
+    "\"trainedWords\":[\"corgi\"],\"stats\":{\"downloadCount\":12},"
+    "\"model\":{\"name\":\"Corgi Dog [reupload]\",\"type\":\"LORA\",\"nsfw\":false,\"poi\":false},"
+    "\"files\":[{\"id\":1,\"name\":\"CorgiDog_v10.safetensors\",\"primary\":true,"
+    "\"hashes\":{\"SHA256\":\"A9278A905F55535311577BBD7311A22B340724F5B39C43C40F64811E81782A8B\"}}]"
+    ","
+    "\"images\":[],\"downloadUrl\":\"https://civitai.com/api/download/models/850029\"}";
+
+static void expect_version_error(const char *json, size_t len, int want)
+{
+        struct st_error err = {0, ""};
+        struct arena a;
+        char *id = (char *)"untouched";
+        int rc;
+
+        arena_init(&a, ARENA_MB);
+        rc = civitai_parse_version(json, len, &a, &id, &err);
+        if (rc != want) {
+                fprintf(stderr, "version '%.40s': got %d (%s), want %d\n", json, rc, err.msg, want);
+                exit(1);
+        }
+        CHECK(err.code == want && err.msg[0] && id == NULL);
+        arena_release(&a);
+}
+
+/* The model-version parser: id and modelId, nothing else matters; anything odd is an error. */
+static void test_parse_version(void)
+{
+        static const char *const bad_ids[] = {
+            "{}",
+            "{\"id\":850029}",
+            "{\"modelId\":537253}",
+            "{\"id\":\"850029\",\"modelId\":537253}",
+            "{\"id\":850029,\"modelId\":null}",
+            "{\"id\":850029.5,\"modelId\":537253}",
+            "{\"id\":0,\"modelId\":537253}",
+            "{\"id\":850029,\"modelId\":-1}",
+            "{\"error\":\"Model not found\"}",
+        };
+        struct st_error err = {0, ""};
+        struct arena a;
+        char *id = NULL, *bomb;
+
+        arena_init(&a, ARENA_MB);
+        CHECK(civitai_parse_version(version_answer, strlen(version_answer), &a, &id, &err) == 0);
+        CHECK_STR(id, "civitai:537253@850029");
+        CHECK(civitai_parse_version("{\"modelId\":1,\"id\":9223372036854775807}", 38, &a, &id,
+                                    &err) == 0);
+        CHECK_STR(id, "civitai:1@9223372036854775807");
+        arena_release(&a);
+        for (size_t i = 0; i < sizeof(bad_ids) / sizeof(bad_ids[0]); i++)
+                expect_version_error(bad_ids[i], strlen(bad_ids[i]), ST_ETYPE);
+        expect_version_error("[]", 2, ST_ETYPE);
+        expect_version_error("42", 2, ST_ETYPE);
+        expect_version_error("", 0, ST_EPARSE);
+        expect_version_error(version_answer, strlen(version_answer) / 2, ST_EPARSE);
+        expect_version_error("{\"id\":1,\"modelId\":99999999999999999999}", 38, ST_EPARSE);
+        bomb = repeat("[", CIVITAI_VERSION_MAX_JSON_VALUES + 1);
+        expect_version_error(bomb, strlen(bomb), ST_ETOOBIG);
+        free(bomb);
+        CHECK(civitai_by_hash_url(&a, "https://civitai.com/", "abc") != NULL);
+        CHECK_STR(civitai_by_hash_url(&a, "https://civitai.com/", "abc"),
+                  "https://civitai.com/api/v1/model-versions/by-hash/abc");
+        arena_release(&a);
+}
+
+static long long stat_of(struct fetcher *f, const char *base, const char *group, const char *key)
+{
+        char u[128];
+        json_t *stats;
+        long long n;
+
+        snprintf(u, sizeof(u), "%s/__stats", base);
+        stats = get_json(f, u);
+        n = json_integer_value(json_object_get(json_object_get(stats, group), key));
+        json_decref(stats);
+        return n;
+}
+
+/* 64 times c, for hashes the fixture server's faults pick out by their first digit. */
+static void fill_hash(char out[65], char c)
+{
+        memset(out, c, 64);
+        out[64] = '\0';
+}
+
+static void lowercase_hash(char out[65], const char *sha)
+{
+        for (int i = 0; i < 65; i++)
+                out[i] = (char)(sha[i] >= 'A' && sha[i] <= 'F' ? sha[i] - 'A' + 'a' : sha[i]);
+}
+
+/*
+ * By-hash against the fixture server: the re-upload's SHA256 (truth.json
+ * duplicate_of) resolves to the original, in either case; an unknown hash
+ * is NULL; a hash given twice is asked once; malformed hashes fail before
+ * any request; a 5xx after the retries and a broken answer fail the call.
+ * The server's faults hit only hashes that start with 5 (500) or b (cut
+ * JSON; a known hash, sent in lowercase, so the cut answer is a 200).
+ */
+static void test_resolve_hashes(void)
+{
+        static const char *const args[] = {"--fault", "500:1:/api/v1/model-versions/by-hash/5",
+                                           "--fault", "badjson:1:/api/v1/model-versions/by-hash/b",
+                                           NULL};
+        const char *dup_id = NULL, *original = NULL, *dup_sha = NULL, *key;
+        char lower[65], unknown[65], five[65], bee[65] = "", *hashes[5], *ids[5];
+        char *bad[5];
+        struct fixture_server server;
+        struct civitai_source src = {NULL, NULL, 0, NULL};
+        struct st_error err = {0, ""};
+        struct fetcher_config cfg;
+        struct fetcher *f = NULL;
+        json_t *truth = load_truth(), *t;
+        struct arena a;
+        long long asked;
+
+        json_object_foreach(json_object_get(truth, "adapters"), key, t)
+        {
+                const char *sha = json_string_value(json_object_get(t, "sha256"));
+
+                if (sha && sha[0] == 'B' && strlen(sha) == 64) /* an existing hash: a 200 */
+                        lowercase_hash(bee, sha);
+                if (json_is_string(json_object_get(t, "duplicate_of"))) {
+                        dup_id = key;
+                        original = json_string_value(json_object_get(t, "duplicate_of"));
+                        dup_sha = json_string_value(json_object_get(t, "sha256"));
+                }
+        }
+        CHECK(dup_id && original && dup_sha && strlen(dup_sha) == 64);
+        CHECK(bee[0] == 'b');
+        lowercase_hash(lower, dup_sha);
+        fill_hash(unknown, '0');
+        fill_hash(five, '5');
+        fixture_server_start(&server, "test_civitai_by_hash", args);
+        fetcher_config_defaults(&cfg);
+        cfg.rate_per_host = 0;
+        cfg.retry_base_ms = 20;
+        CHECK(fetcher_new(&cfg, &f, &err) == 0);
+        src.base_url = server.base;
+        arena_init(&a, ARENA_MB);
+
+        hashes[0] = (char *)dup_sha;
+        hashes[1] = lower;
+        hashes[2] = unknown;
+        hashes[3] = (char *)dup_sha;
+        CHECK(civitai_resolve_hashes(f, &src, hashes, 4, &a, ids, &err) == 0);
+        CHECK_STR(ids[0], original); /* the fixture answers with the older upload */
+        CHECK_STR(ids[1], original);
+        CHECK(ids[2] == NULL);
+        CHECK_STR(ids[3], original);
+        asked = stat_of(f, server.base, "by_prefix", "/api/v1/model-versions");
+        CHECK(asked == 3); /* dup_sha once */
+        printf("by-hash: %s -> %s (the re-upload %s), unknown -> nil, %lld requests\n", dup_sha,
+               ids[0], dup_id, asked);
+        arena_release(&a);
+
+        /* Malformed hashes and counts fail before any request. */
+        lower[63] = '\0';
+        bad[0] = "not-a-hash";
+        bad[1] = lower; /* 63 digits */
+        bad[2] = "g000000000000000000000000000000000000000000000000000000000000000";
+        bad[3] = "../../models/1";
+        bad[4] = "a9278a905f55535311577bbd7311a22b340724f5b39c43c40f64811e81782a8b0";
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                char *one[2] = {unknown, bad[i]};
+
+                CHECK(civitai_resolve_hashes(f, &src, one, 2, &a, ids, &err) == ST_EINVAL);
+                CHECK(strstr(err.msg, bad[i]) && strstr(err.msg, "SHA256"));
+                arena_release(&a);
+        }
+        CHECK(civitai_resolve_hashes(f, &src, hashes, 0, &a, ids, &err) == ST_EINVAL);
+        CHECK(civitai_resolve_hashes(f, &src, hashes, CIVITAI_MAX_HASHES + 1, &a, ids, &err) ==
+              ST_EINVAL);
+        CHECK(stat_of(f, server.base, "by_prefix", "/api/v1/model-versions") == asked);
+
+        /* A 500 after the retries, and a 200 with broken JSON, fail the whole call. */
+        hashes[0] = (char *)dup_sha;
+        hashes[1] = five;
+        CHECK(civitai_resolve_hashes(f, &src, hashes, 2, &a, ids, &err) == ST_EHTTP);
+        CHECK(strstr(err.msg, five) && strstr(err.msg, "500"));
+        arena_release(&a);
+        hashes[1] = bee;
+        CHECK(civitai_resolve_hashes(f, &src, hashes, 2, &a, ids, &err) == ST_EPARSE);
+        CHECK(strstr(err.msg, bee) && strstr(err.msg, "by-hash"));
+        arena_release(&a);
+        CHECK(stat_of(f, server.base, "faults_injected", "500") == 1 + (long long)cfg.max_retries);
+
+        fetcher_destroy(&f);
+        fixture_server_stop(&server);
+        json_decref(truth);
+}
+
 int main(void)
 {
         log_setup("test", LOG_ERROR);
@@ -880,6 +1076,8 @@ int main(void)
         test_images_page();
         test_full_crawl();
         test_cache_and_check();
+        test_parse_version();
+        test_resolve_hashes();
         printf("test_civitai: ok\n");
         return 0;
 }

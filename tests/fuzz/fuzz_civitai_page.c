@@ -1,10 +1,12 @@
 /*
- * fuzz_civitai_page.c - the Civitai page parsers: no input may crash them,
- * and every record they return must be accepted by the msgpack decoder (so
- * the crawler never ships a record another role would refuse) with the
- * content hash it carries.
+ * fuzz_civitai_page.c - the Civitai JSON parsers (models pages, images
+ * pages, model-version answers of by-hash): no input may crash them, every
+ * record they return must be accepted by the msgpack decoder (so the
+ * crawler never ships a record another role would refuse) with the content
+ * hash it carries, and a version answer gives "civitai:<m>@<v>" or nothing.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,12 +35,23 @@ static void check_record(const struct st_raw_record *r)
                 abort();
 }
 
+static void check_version_id(const char *id)
+{
+        unsigned long long model, version;
+        int end = 0;
+
+        if (!id || sscanf(id, "civitai:%llu@%llu%n", &model, &version, &end) != 2 ||
+            id[end] != '\0' || model == 0 || version == 0)
+                abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         const char *json = (const char *)data;
         struct civitai_page page;
         struct st_image *images;
         struct arena a;
+        char *id;
         size_t n;
 
         log_setup("fuzz", LOG_ERROR);
@@ -59,6 +72,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         if (!images[i].url || !images[i].prompt)
                                 abort();
         }
+        arena_release(&a);
+        if (civitai_parse_version(json, size, &a, &id, NULL) == 0)
+                check_version_id(id);
+        else if (id)
+                abort();
         arena_release(&a);
         return 0;
 }
