@@ -79,6 +79,7 @@ struct broker {
         size_t n_subs;
         uint64_t subscriber_ttl; /* seconds a silent subscriber keeps holding compaction back */
         long compact_every_ms;   /* between changelog compaction steps */
+        size_t rotate;           /* where dispatch() starts looking among equals */
 };
 
 static struct job_state *job_find(struct broker *b, enum catalog_stage s, uint64_t id)
@@ -593,43 +594,71 @@ static bool reads_store(const struct wire_msg *m)
                !strcmp(m->command, "SNAPSHOT");
 }
 
+/* Jobs leased to worker w now. */
+static size_t held_by_worker(const struct broker *b, const struct worker_slot *w)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; i < b->n_jobs; i++) {
+                const struct job_state *j = &b->jobs[i];
+
+                n += j->lease_until && j->holder_len == w->identity_len &&
+                     !memcmp(j->holder, w->identity, w->identity_len);
+        }
+        return n;
+}
+
 /*
- * Hand each worker as many jobs as it has credit for, while jobs of its
- * stage are free: one job per worker per round, so workers of a stage share
- * the queue evenly.
+ * Hand out jobs while workers have credit and their stages have free jobs:
+ * each job goes to the worker of its stage holding the fewest (ties: the
+ * next in a rotating order), so a worker with room never waits while another
+ * queues a second job behind its first.
  */
 static void dispatch(struct broker *b)
 {
         bool empty[STAGE_COUNT] = {false}; /* no free job left in the stage */
-        bool sent = true;
+        size_t held[MAX_WORKERS], n = b->n_workers;
 
-        while (sent) {
-                sent = false;
-                for (size_t i = 0; i < b->n_workers; i++) {
-                        struct worker_slot *w = &b->workers[i];
-                        msgpack_sbuffer sb;
-                        msgpack_packer pk;
-                        uint64_t job_id;
-                        struct job_state *j;
+        if (n == 0)
+                return;
+        for (size_t i = 0; i < n; i++)
+                held[i] = b->workers[i].credit ? held_by_worker(b, &b->workers[i]) : 0;
+        b->rotate = (b->rotate + 1) % n;
+        for (;;) {
+                struct worker_slot *w;
+                msgpack_sbuffer sb;
+                msgpack_packer pk;
+                uint64_t job_id;
+                struct job_state *j;
+                size_t best = n;
 
-                        if (!w->credit || empty[w->stage])
-                                continue;
-                        msgpack_sbuffer_init(&sb);
-                        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-                        if (catalog_pack_next_job(b->cat, w->stage, job_busy, b, &pk, &job_id)) {
-                                empty[w->stage] = true;
-                        } else if ((j = job_track(b, w->stage, job_id)) != NULL &&
-                                   wire_send(b->sock, w->identity, w->identity_len, "JOB", sb.data,
-                                             sb.size) == 0) {
-                                j->leased_at = wire_now_ms();
-                                j->lease_until = j->leased_at + b->lease_ms;
-                                memcpy(j->holder, w->identity, w->identity_len);
-                                j->holder_len = w->identity_len;
-                                w->credit--;
-                                sent = true;
-                        }
-                        msgpack_sbuffer_destroy(&sb);
+                for (size_t k = 0; k < n; k++) {
+                        size_t i = (b->rotate + k) % n;
+
+                        if (b->workers[i].credit && !empty[b->workers[i].stage] &&
+                            (best == n || held[i] < held[best]))
+                                best = i;
                 }
+                if (best == n)
+                        break;
+                w = &b->workers[best];
+                msgpack_sbuffer_init(&sb);
+                msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+                if (catalog_pack_next_job(b->cat, w->stage, job_busy, b, &pk, &job_id)) {
+                        empty[w->stage] = true;
+                } else if ((j = job_track(b, w->stage, job_id)) != NULL &&
+                           wire_send(b->sock, w->identity, w->identity_len, "JOB", sb.data,
+                                     sb.size) == 0) {
+                        j->leased_at = wire_now_ms();
+                        j->lease_until = j->leased_at + b->lease_ms;
+                        memcpy(j->holder, w->identity, w->identity_len);
+                        j->holder_len = w->identity_len;
+                        w->credit--;
+                        held[best]++;
+                } else {
+                        w->credit = 0; /* cannot reach it now: its next heartbeat resets credit */
+                }
+                msgpack_sbuffer_destroy(&sb);
         }
 }
 

@@ -699,9 +699,10 @@ static bool is_sha256(const char *s)
  * Index the files of record r by sha256; when a Civitai record carries a file
  * another Civitai record carries too, queue a by_hash crawl job: the source
  * says which version owns the file, the others become duplicates
- * (apply_canonical()).
+ * (apply_canonical()).  *held says r waits for that answer before it is
+ * refined (so a re-upload is never indexed, even for a moment).
  */
-static int index_files(struct catalog *c, MDB_txn *txn, const struct st_raw_record *r)
+static int index_files(struct catalog *c, MDB_txn *txn, const struct st_raw_record *r, bool *held)
 {
         size_t id_len = strlen(r->id);
         int rc = 0;
@@ -749,6 +750,7 @@ static int index_files(struct catalog *c, MDB_txn *txn, const struct st_raw_reco
                         wire_pack_str(&ipk, r->files[i].sha256);
                         rc = enqueue_list(c, txn, "civitai", "by_hash", &items, 1);
                         msgpack_sbuffer_destroy(&items);
+                        *held = true;
                 }
         }
         return rc;
@@ -761,6 +763,31 @@ static int index_files(struct catalog *c, MDB_txn *txn, const struct st_raw_reco
  * shards).  Nothing changes when the source knows no owner or the owner is
  * not in the catalog.
  */
+/* Queue the next stage of stored record id: images (stage on, record has some) or refine. */
+static int queue_next(struct catalog *c, MDB_txn *txn, const char *id, struct arena *a)
+{
+        struct st_raw_record r;
+        MDB_val k = str_val(id), v;
+        int rc = mdb_get(txn, c->dbi[DB_RECORDS], &k, &v);
+
+        if (rc)
+                return rc == MDB_NOTFOUND ? 0 : rc;
+        if (c->images && !st_raw_record_from_msgpack(v.mv_data, v.mv_size, a, &r, NULL) &&
+            r.n_images)
+                return enqueue_id(c, txn, STAGE_IMAGES, id);
+        return enqueue_id(c, txn, STAGE_REFINE, id);
+}
+
+/* A record held for a by_hash answer (no doc, not a duplicate) goes on to its next stage. */
+static int release_held(struct catalog *c, MDB_txn *txn, const char *id, struct arena *a)
+{
+        MDB_val k = str_val(id), v;
+
+        if (!mdb_get(txn, c->dbi[DB_DOCS], &k, &v) || !mdb_get(txn, c->dbi[DB_DUPS], &k, &v))
+                return 0;
+        return queue_next(c, txn, id, a);
+}
+
 static int apply_canonical(struct catalog *c, MDB_txn *txn, const msgpack_object *map,
                            struct arena *a, size_t *marked)
 {
@@ -776,10 +803,11 @@ static int apply_canonical(struct catalog *c, MDB_txn *txn, const msgpack_object
                 MDB_cursor *cur;
                 MDB_val k, v;
 
-                if (ko->type != MSGPACK_OBJECT_STR || ko->via.str.size != 64 ||
-                    vo->type != MSGPACK_OBJECT_STR || !vo->via.str.size ||
-                    vo->via.str.size > ST_LIMIT_STRING)
+                if (ko->type != MSGPACK_OBJECT_STR || ko->via.str.size != 64)
                         continue;
+                if (vo->type != MSGPACK_OBJECT_STR || !vo->via.str.size ||
+                    vo->via.str.size > ST_LIMIT_STRING)
+                        vo = NULL; /* no owner named: nil (404) or garbage */
                 memcpy(sha, ko->via.str.ptr, 64);
                 sha[64] = '\0';
                 if (!is_sha256(sha))
@@ -796,13 +824,25 @@ static int apply_canonical(struct catalog *c, MDB_txn *txn, const msgpack_object
                         ids[n] = arena_strndup(a, (char *)k.mv_data + 65, k.mv_size - 65);
                         if (!ids[n])
                                 continue;
-                        if (strlen(ids[n]) == vo->via.str.size &&
+                        if (vo && strlen(ids[n]) == vo->via.str.size &&
                             !memcmp(ids[n], vo->via.str.ptr, vo->via.str.size))
                                 owner_known = true;
                         else
                                 n++;
                 }
                 mdb_cursor_close(cur);
+                /* Records held for this answer and never refined go on now: the owner, or
+                   every one of them when the source names no owner we have. */
+                if (owner_known) {
+                        char owner[ST_LIMIT_STRING + 1];
+
+                        memcpy(owner, vo->via.str.ptr, vo->via.str.size);
+                        owner[vo->via.str.size] = '\0';
+                        rc = release_held(c, txn, owner, a);
+                } else {
+                        for (size_t j = 0; j < n && !rc; j++)
+                                rc = release_held(c, txn, ids[j], a);
+                }
                 for (size_t j = 0; j < n && owner_known && !rc; j++) {
                         MDB_val dk = str_val(ids[j]);
                         MDB_val dv = {vo->via.str.size, (void *)vo->via.str.ptr};
@@ -840,6 +880,7 @@ static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o
         char *buf = NULL;
         size_t len;
         MDB_val k, v;
+        bool held = false;
         int rc;
 
         arena_init(&a, DECODE_LIMIT);
@@ -887,11 +928,13 @@ static int apply_record(struct catalog *c, MDB_txn *txn, const msgpack_object *o
         v.mv_data = buf;
         rc = mdb_put(txn, c->dbi[DB_RECORDS], &k, &v, 0);
         if (!rc)
-                rc = index_files(c, txn, &r);
+                rc = index_files(c, txn, &r, &held);
         if (!rc && mdb_get(txn, c->dbi[DB_DUPS], &k, &v) == 0) {
                 counts->duplicates++; /* a known re-upload: stored, never indexed */
                 goto out;
         }
+        if (held)
+                goto out; /* refined once the source says whose file it is */
         if (!rc)
                 rc =
                     enqueue_id(c, txn, c->images && r.n_images ? STAGE_IMAGES : STAGE_REFINE, r.id);

@@ -30,7 +30,7 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_pipeline import (BIN, FIXTURES, Cluster, check_prompts, eligible_ids, free_port, post,  # noqa: E402
+from test_pipeline import (BIN, FIXTURES, REUPLOADS, Cluster, check_prompts, eligible_ids, free_port, post,  # noqa: E402
                            status, wait_done)
 
 PLAIN = "stylus-hash-v1/384"
@@ -157,7 +157,7 @@ def main():
                                   "--hf-url", civitai, "--hf-rate", "0"])
         cluster.start("refiner", [BIN, "refiner", "--connect", cat])
         ids, nsfw = eligible_ids()
-        docs = wait_refined(cat, cluster, len(ids))["docs"]
+        docs = wait_refined(cat, cluster, len(ids) + len(REUPLOADS))["docs"]
 
         table, model = learn_table(workdir, catalog_dir)
         bad_table_checks(workdir, table)

@@ -1321,6 +1321,63 @@ static void test_compaction(struct catalog *c)
         body_release(&b);
 }
 
+/*
+ * Two records with one file: the first is indexed, the second held; the
+ * by_hash answer names the second (later_owns) or nobody.
+ */
+static void by_hash_case(struct catalog *c, bool later_owns)
+{
+        static char first[2][32] = {"civitai:71@711", "civitai:81@811"};
+        static char later[2][32] = {"civitai:72@721", "civitai:82@821"};
+        static char sha[2][65] = {
+            "cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34",
+            "ef56ef56ef56ef56ef56ef56ef56ef56ef56ef56ef56ef56ef56ef56ef56ef56"};
+        int x = later_owns ? 0 : 1;
+        struct st_file files[1] = {{"y.safetensors", 1000, sha[x], "https://y.example/dl"}};
+        struct st_raw_record r[2];
+        struct st_error err = {0};
+        struct catalog_crawl_counts counts;
+        struct body b, job;
+        const msgpack_object *payload;
+        uint64_t job_id, dups = status_u64(c, "duplicates");
+
+        body_init(&b);
+        body_init(&job);
+        make_record(&r[0], first[x], "civitai", card_1);
+        make_record(&r[1], later[x], "civitai", card_2);
+        r[0].files = r[1].files = files;
+        r[0].n_files = r[1].n_files = 1;
+        CHECK(catalog_start_source(c, "civitai", true, false, &err) == 0);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "civitai", r, 1, "next"), &counts,
+                                  &err) == 0);
+        CHECK(drain(c) == 1);
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "civitai", &r[1], 1, NULL), &counts,
+                                  &err) == 0);
+        CHECK(pending(c, STAGE_REFINE) == 0); /* held */
+        CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
+        CHECK(wire_get(payload, "by_hash") != NULL);
+        body_reset(&b);
+        msgpack_pack_map(&b.pk, 4);
+        wire_pack_kv_str(&b.pk, "source", "civitai");
+        wire_pack_key(&b.pk, "records");
+        msgpack_pack_array(&b.pk, 0);
+        wire_pack_kv_str(&b.pk, "next_cursor", NULL);
+        wire_pack_key(&b.pk, "canonical");
+        msgpack_pack_map(&b.pk, 1);
+        wire_pack_kv_str(&b.pk, sha[x], later_owns ? later[x] : NULL);
+        CHECK(catalog_apply_crawl(c, job_id, body_unpack(&b), &counts, &err) == 0);
+        CHECK(pending(c, STAGE_REFINE) == 1); /* the held one goes on */
+        CHECK(drain(c) == 1);
+        CHECK(status_u64(c, "duplicates") == dups + (later_owns ? 1 : 0));
+        CHECK(has_del(c, first[x]) == later_owns);
+        CHECK(!has_del(c, later[x]));
+        answer_checks(c);
+        body_release(&job);
+        body_release(&b);
+}
+
 static void test_duplicates(struct catalog *c)
 {
         static char orig[] = "civitai:61@611", dup[] = "civitai:62@621";
@@ -1344,7 +1401,7 @@ static void test_duplicates(struct catalog *c)
         CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
         CHECK(catalog_apply_crawl(c, job_id, crawl_payload(&b, "civitai", r, 2, "next"), &counts,
                                   &err) == 0);
-        CHECK(drain(c) == 2);
+        CHECK(drain(c) == 1); /* the second waits for the source's answer */
         /* The second record with the same file asked the source who owns it. */
         CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
         hashes = wire_get(payload, "by_hash");
@@ -1363,8 +1420,9 @@ static void test_duplicates(struct catalog *c)
         CHECK(catalog_apply_crawl(c, job_id, body_unpack(&b), &counts, &err) == 0);
         CHECK(counts.duplicates == 1);
         CHECK(status_u64(c, "duplicates") == 1);
-        CHECK(has_del(c, dup) && !has_del(c, orig));
-        CHECK(catalog_head_seq(c) == head + 1);
+        CHECK(!has_del(c, dup) && !has_del(c, orig)); /* the re-upload was never indexed */
+        CHECK(catalog_head_seq(c) == head);
+        CHECK(pending(c, STAGE_REFINE) == 0);
         /* The next page: the re-upload changes, and stays out of the index. */
         CHECK(next_job(c, STAGE_CRAWL, NULL, NULL, &job, &job_id, &payload) == 0);
         r[1].card_html = card_1;
@@ -1373,6 +1431,8 @@ static void test_duplicates(struct catalog *c)
         CHECK(counts.changed == 1 && counts.duplicates == 1);
         CHECK(pending(c, STAGE_REFINE) == 0);
         answer_checks(c);
+        by_hash_case(c, true);  /* the source names the later upload: the earlier one goes */
+        by_hash_case(c, false); /* the source knows no owner: both stay */
         body_release(&job);
         body_release(&b);
 }
