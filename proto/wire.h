@@ -22,6 +22,8 @@
  *                                                                  ("incremental"; absent: full)}
  *                                                                 or {source, check: [ids]}: verify
  *                                                                  those ids with the source
+ *                                                                 or {source, by_hash: [sha256]}:
+ *                                                                  ask which version owns each file
  *                                                          images {record: raw_record}
  *                                                          refine {record: raw_record}
  *                                                          embed  {doc: st_doc}
@@ -34,7 +36,8 @@
  *                                                                  gone [ids] (404/410: they are
  *                                                                  tombstoned), stop (bool: an
  *                                                                  incremental pass reached known
- *                                                                  ground and ends)}
+ *                                                                  ground and ends), canonical
+ *                                                                  {sha256: id | nil} (by_hash)}
  *                                                          images {id, content_hash, images
  *                                                                  [{url, sha256 | error, bytes}]}
  *                                                          refine {doc: st_doc}
