@@ -16,7 +16,7 @@ struct command {
 static const struct command commands[] = {
     {"up", cmd_up, "run a whole cluster on this machine (--demo: on bundled data)"},
     {"catalog", cmd_catalog, "catalog coordinator: LMDB store and job broker"},
-    {"crawler", cmd_crawler, "crawler worker: Civitai model pages to raw records"},
+    {"crawler", cmd_crawler, "crawler worker: Civitai and Hugging Face pages to raw records"},
     {"images", cmd_images, "images worker: example images into a content-addressed store"},
     {"refiner", cmd_refiner, "refiner worker: raw records to StylusDocs"},
     {"indexer", cmd_indexer, "indexer worker: StylusDocs to embeddings"},
