@@ -22,7 +22,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_pipeline import BIN, Cluster, free_port, post  # noqa: E402
-from test_replicas import Replica, catalog_done, converged, start_pipeline, wait_for  # noqa: E402
+from test_replicas import (Replica, catalog_done, compacted, converged, start_pipeline,  # noqa: E402
+                           wait_for)
 
 PROMPTS = ["watercolor painting of a dog", "a samurai in armor on a snowy mountain",
            "cyberpunk city street at night, neon lights", "portrait photo, soft light",
@@ -84,6 +85,9 @@ def main():
         before = {p: retrieve(a, p) for p in PROMPTS}
         print("1 ok: %d docs in 2 shards, head_seq %d" % (s["docs"], head))
 
+        # Once both have applied the head the catalog compacts the whole changelog: newcomers
+        # cannot replay it and copy snapshots (as on a long-lived cluster).
+        wait_for("changelog compacted", lambda: compacted(cat, head), cluster)
         new = [Replica(cluster, workdir, i, 4, "new%d" % i, cat) for i in range(4)]
         for r in new:
             r.start()
