@@ -21,13 +21,13 @@
 #include <unistd.h>
 
 #include "proto/embed.h"
+#include "proto/http_util.h"
 #include "proto/log.h"
 #include "proto/wire.h"
 
-#define BODY_FIRST_ALLOC 16384
-#define CONNECT_MAX_MS   10000L
-#define MIN_ATTEMPT_MS   250 /* no attempt starts with less time than this left */
-#define KEY_WINDOW       8   /* bytes of the key whose presence withholds a message */
+#define CONNECT_MAX_MS 10000L
+#define MIN_ATTEMPT_MS 250 /* no attempt starts with less time than this left */
+#define KEY_WINDOW     8   /* bytes of the key whose presence withholds a message */
 
 struct embed_http {
         struct embed_http_config cfg; /* url, model, key, user_agent point to the copies below */
@@ -67,14 +67,6 @@ void embed_http_config_defaults(struct embed_http_config *c)
 }
 
 /* ---- text ---- */
-
-static bool printable_ascii(const char *s)
-{
-        for (; *s; s++)
-                if (*s < 0x20 || *s > 0x7e)
-                        return false;
-        return true;
-}
 
 /* Length of the valid UTF-8 sequence at p (left bytes remain), 0 when invalid. */
 static size_t utf8_sequence(const unsigned char *p, size_t left)
@@ -172,27 +164,6 @@ size_t embed_response_max_body(size_t n, int dim)
         if (numbers > (EMBED_HTTP_MAX_BODY - EMBED_HTTP_BODY_SLACK) / EMBED_HTTP_BYTES_PER_NUM)
                 return EMBED_HTTP_MAX_BODY;
         return EMBED_HTTP_BODY_SLACK + numbers * EMBED_HTTP_BYTES_PER_NUM;
-}
-
-static const char *type_name(const json_t *v)
-{
-        switch (json_typeof(v)) {
-        case JSON_OBJECT:
-                return "an object";
-        case JSON_ARRAY:
-                return "an array";
-        case JSON_STRING:
-                return "a string";
-        case JSON_INTEGER:
-                return "an integer";
-        case JSON_REAL:
-                return "a number";
-        case JSON_TRUE:
-        case JSON_FALSE:
-                return "a bool";
-        default:
-                return "null";
-        }
 }
 
 /* The message of an error body: error.message, error (a string), message or detail. */
@@ -300,14 +271,14 @@ static int read_entry(const json_t *entry, size_t i, size_t n, int dim, float *o
 
         if (!json_is_object(entry))
                 return st_fail(err, ST_ETYPE, "data[%zu] is %s, not an object", i,
-                               type_name(entry));
+                               http_util_json_type_name(entry));
         idx = json_object_get(entry, "index");
         emb = json_object_get(entry, "embedding");
         if (!idx)
                 return st_fail(err, ST_EMISSING, "data[%zu] has no index", i);
         if (!json_is_integer(idx))
                 return st_fail(err, ST_ETYPE, "data[%zu].index is %s, not an integer", i,
-                               type_name(idx));
+                               http_util_json_type_name(idx));
         k = json_integer_value(idx);
         if (k < 0 || (unsigned long long)k >= n)
                 return st_fail(err, ST_EPROTO, "data[%zu].index %lld is out of range 0..%zu", i,
@@ -324,7 +295,7 @@ static int read_entry(const json_t *entry, size_t i, size_t n, int dim, float *o
                                (long long)k);
         if (!json_is_array(emb))
                 return st_fail(err, ST_ETYPE, "embedding %lld is %s, not an array", (long long)k,
-                               type_name(emb));
+                               http_util_json_type_name(emb));
         if (json_array_size(emb) != (size_t)dim)
                 return st_fail(err, ST_EDIM,
                                "embedding %lld has %zu dimensions, the configured dimension is "
@@ -335,7 +306,7 @@ static int read_entry(const json_t *entry, size_t i, size_t n, int dim, float *o
         {
                 if (!json_is_number(v))
                         return st_fail(err, ST_ETYPE, "embedding %lld, value %zu is %s",
-                                       (long long)k, j, type_name(v));
+                                       (long long)k, j, http_util_json_type_name(v));
                 x = json_number_value(v);
                 if (!isfinite(x) || fabs(x) > FLT_MAX)
                         return st_fail(err, ST_EPARSE,
@@ -366,7 +337,8 @@ static int read_data(const json_t *root, size_t n, int dim, float *out, struct s
                 return st_fail(err, ST_EMISSING, "response has no data");
         }
         if (!json_is_array(data))
-                return st_fail(err, ST_ETYPE, "data is %s, not an array", type_name(data));
+                return st_fail(err, ST_ETYPE, "data is %s, not an array",
+                               http_util_json_type_name(data));
         if (json_array_size(data) != n)
                 return st_fail(err, ST_EPROTO, "expected %zu embedding%s, got %zu", n,
                                n == 1 ? "" : "s", json_array_size(data));
@@ -399,7 +371,8 @@ int embed_response_parse(const char *body, size_t len, size_t n, int dim, float 
         if (!root)
                 return not_json(body, len, &jerr, err);
         if (!json_is_object(root))
-                rc = st_fail(err, ST_ETYPE, "response is %s, not an object", type_name(root));
+                rc = st_fail(err, ST_ETYPE, "response is %s, not an object",
+                             http_util_json_type_name(root));
         else
                 rc = read_data(root, n, dim, out, err);
         json_decref(root);
@@ -408,42 +381,19 @@ int embed_response_parse(const char *body, size_t len, size_t n, int dim, float 
 
 /* ---- configuration ---- */
 
-/* The embeddings URL of a configured url (see embed_http_config.url), malloc'd. */
-static char *resolve_endpoint(const char *url)
-{
-        static const char tail[] = "/embeddings";
-        const char *host = strstr(url, "://");
-        const char *path = host ? strchr(host + 3, '/') : NULL;
-        size_t len = strlen(url), size;
-        char *out;
-
-        while (len > 0 && url[len - 1] == '/')
-                len--;
-        if (len >= sizeof(tail) - 1 &&
-            memcmp(url + len - (sizeof(tail) - 1), tail, sizeof(tail) - 1) == 0)
-                return strndup(url, len);
-        size = len + sizeof("/v1") + sizeof(tail);
-        out = malloc(size);
-        if (!out)
-                return NULL;
-        snprintf(out, size, "%.*s%s%s", (int)len, url, !path || path >= url + len ? "/v1" : "",
-                 tail);
-        return out;
-}
-
 static int check_config(const struct embed_http_config *c, struct st_error *err)
 {
         if (!c->url || (strncasecmp(c->url, "http://", 7) && strncasecmp(c->url, "https://", 8)))
                 return st_fail(err, ST_EINVAL, "embed url: need an http:// or https:// URL");
-        if (!printable_ascii(c->url))
+        if (!http_util_printable_ascii(c->url))
                 return st_fail(err, ST_EINVAL, "embed url: control or non-ASCII characters");
         if (!c->model || !*c->model || strlen(c->model) > EMBED_HTTP_MODEL_MAX ||
-            !printable_ascii(c->model))
+            !http_util_printable_ascii(c->model))
                 return st_fail(err, ST_EINVAL, "embed model: need 1 to %d printable ASCII bytes",
                                EMBED_HTTP_MODEL_MAX);
         if (c->dim <= 0 || c->dim > EMBED_MAX_DIM)
                 return st_fail(err, ST_EINVAL, "embed dim: need 1..%d", EMBED_MAX_DIM);
-        if (c->key && (strlen(c->key) > EMBED_HTTP_KEY_MAX || !printable_ascii(c->key)))
+        if (c->key && (strlen(c->key) > EMBED_HTTP_KEY_MAX || !http_util_printable_ascii(c->key)))
                 return st_fail(err, ST_EINVAL, "embed key: over %d bytes or not printable ASCII",
                                EMBED_HTTP_KEY_MAX);
         if (c->batch == 0 || c->batch > EMBED_HTTP_MAX_BATCH)
@@ -516,7 +466,7 @@ int embed_http_new(const struct embed_http_config *c, struct embed_http **out, s
                 return st_fail(err, ST_ENOMEM, "embed_http_new: out of memory");
         }
         h->cfg = *c;
-        h->endpoint = resolve_endpoint(c->url);
+        h->endpoint = http_util_endpoint(c->url, "/embeddings");
         h->model = strdup(c->model);
         h->key = c->key && *c->key ? strdup(c->key) : NULL;
         h->user_agent = strdup(c->user_agent ? c->user_agent : EMBED_HTTP_USER_AGENT);
@@ -592,70 +542,24 @@ void embed_http_get_stats(const struct embed_http *h, struct embed_http_stats *o
 static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
 {
         struct reply *r = user;
-        size_t n = size * nmemb, cap;
+        size_t n = size * nmemb;
         curl_off_t announced = -1;
-        char *p;
+        int rc;
 
         curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
-        if (n > r->max - r->len || (announced > 0 && (uint64_t)announced > (uint64_t)r->max)) {
+        rc = http_util_body_append(&r->body, &r->len, &r->cap, r->max, data, n, announced);
+        if (rc == ST_ETOOBIG)
                 r->too_big = true;
-                return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
-        }
-        if (r->len + n + 1 > r->cap) {
-                cap = r->cap ? r->cap : BODY_FIRST_ALLOC;
-                while (cap < r->len + n + 1)
-                        cap *= 2;
-                if (cap > r->max + 1)
-                        cap = r->max + 1;
-                p = realloc(r->body, cap);
-                if (!p)
-                        return 0;
-                r->body = p;
-                r->cap = cap;
-        }
-        memcpy(r->body + r->len, data, n);
-        r->len += n;
-        r->body[r->len] = '\0';
-        return n;
-}
-
-/* Retry-After: delta seconds or an HTTP date, in ms from now, capped; -1 if unreadable. */
-static long parse_retry_after(const char *v)
-{
-        long long s;
-        time_t when;
-
-        while (*v == ' ' || *v == '\t')
-                v++;
-        if (*v >= '0' && *v <= '9') {
-                s = strtoll(v, NULL, 10);
-                if (s < 0 || s > EMBED_HTTP_RETRY_AFTER_MAX / 1000)
-                        return EMBED_HTTP_RETRY_AFTER_MAX;
-                return (long)s * 1000;
-        }
-        when = curl_getdate(v, NULL);
-        if (when == -1)
-                return -1;
-        s = (long long)(when - time(NULL));
-        if (s < 0)
-                return 0;
-        return s > EMBED_HTTP_RETRY_AFTER_MAX / 1000 ? EMBED_HTTP_RETRY_AFTER_MAX : (long)s * 1000;
+        return rc ? 0 : n; /* 0: curl fails the transfer with CURLE_WRITE_ERROR */
 }
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *user)
 {
         struct reply *r = user;
         size_t n = size * nmemb;
-        char line[256];
 
-        if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
-                r->retry_after_ms = -1; /* a new response (after a 100) */
-        if (n > 12 && n < sizeof(line) && strncasecmp(data, "Retry-After:", 12) == 0) {
-                memcpy(line, data + 12, n - 12);
-                line[n - 12] = '\0';
-                line[strcspn(line, "\r\n")] = '\0';
-                r->retry_after_ms = parse_retry_after(line);
-        }
+        http_util_header_retry_after(data, n, EMBED_HTTP_RETRY_AFTER_MAX, time(NULL), curl_getdate,
+                                     &r->retry_after_ms);
         return n;
 }
 

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto/http_util.h"
 #include "proto/log.h"
 #include "proto/wire.h"
 #include "refiner/card.h"
@@ -71,47 +72,17 @@ void vlm_config_defaults(struct vlm_config *c)
 
 /* ---- configuration ---- */
 
-static bool printable_ascii(const char *s)
-{
-        for (; *s; s++)
-                if (*s < 0x20 || *s > 0x7e)
-                        return false;
-        return true;
-}
-
-/* The chat-completions URL of a configured url (see vlm_config.url), malloc'd. */
-static char *resolve_endpoint(const char *url)
-{
-        static const char tail[] = "/chat/completions";
-        const char *host = strstr(url, "://");
-        const char *path = host ? strchr(host + 3, '/') : NULL;
-        size_t len = strlen(url);
-        char *out;
-
-        while (len > 0 && url[len - 1] == '/')
-                len--;
-        if (len >= sizeof(tail) - 1 &&
-            memcmp(url + len - (sizeof(tail) - 1), tail, sizeof(tail) - 1) == 0)
-                return strndup(url, len);
-        out = malloc(len + sizeof("/v1") + sizeof(tail));
-        if (!out)
-                return NULL;
-        snprintf(out, len + sizeof("/v1") + sizeof(tail), "%.*s%s%s", (int)len, url,
-                 !path || path >= url + len ? "/v1" : "", tail);
-        return out;
-}
-
 static int check_config(const struct vlm_config *c, struct st_error *err)
 {
         if (!c->url || (strncasecmp(c->url, "http://", 7) && strncasecmp(c->url, "https://", 8)))
                 return st_fail(err, ST_EINVAL, "vlm url: need an http:// or https:// URL");
-        if (!printable_ascii(c->url))
+        if (!http_util_printable_ascii(c->url))
                 return st_fail(err, ST_EINVAL, "vlm url: control or non-ASCII characters");
         if (!c->model || !*c->model || strlen(c->model) > VLM_MODEL_MAX ||
-            !printable_ascii(c->model))
+            !http_util_printable_ascii(c->model))
                 return st_fail(err, ST_EINVAL, "vlm model: need 1 to %d printable ASCII bytes",
                                VLM_MODEL_MAX);
-        if (c->key && (strlen(c->key) > VLM_KEY_MAX || !printable_ascii(c->key)))
+        if (c->key && (strlen(c->key) > VLM_KEY_MAX || !http_util_printable_ascii(c->key)))
                 return st_fail(err, ST_EINVAL, "vlm key: over %d bytes or not printable ASCII",
                                VLM_KEY_MAX);
         if (c->timeout_ms <= 0 || c->deadline_ms <= 0)
@@ -133,7 +104,7 @@ int vlm_new(const struct vlm_config *c, struct vlm **out, struct st_error *err)
         if (!v)
                 return st_fail(err, ST_ENOMEM, "vlm_new: out of memory");
         v->cfg = *c;
-        v->endpoint = resolve_endpoint(c->url);
+        v->endpoint = http_util_endpoint(c->url, "/chat/completions");
         v->model = strdup(c->model);
         v->key = c->key && *c->key ? strdup(c->key) : NULL;
         if (!v->endpoint || !v->model || (c->key && *c->key && !v->key)) {

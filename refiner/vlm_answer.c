@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "proto/http_util.h"
 #include "refiner/html_text.h"
 #include "refiner/weight.h"
 
@@ -53,28 +54,6 @@ static bool error_text(const json_t *root, char *out, size_t size)
                 if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
                         out[i] = ' ';
         return n > 0;
-}
-
-/* "an object", "a string" ...: the type of v for an error message. */
-static const char *json_type_name(const json_t *v)
-{
-        switch (json_typeof(v)) {
-        case JSON_OBJECT:
-                return "an object";
-        case JSON_ARRAY:
-                return "an array";
-        case JSON_STRING:
-                return "a string";
-        case JSON_INTEGER:
-                return "an integer";
-        case JSON_REAL:
-                return "a number";
-        case JSON_TRUE:
-        case JSON_FALSE:
-                return "a bool";
-        default:
-                return "null";
-        }
 }
 
 /* ---- envelope ---- */
@@ -156,7 +135,7 @@ static int read_content(const json_t *root, struct arena *a, char **content, str
 
         if (choices && !json_is_array(choices))
                 return st_fail(err, ST_ETYPE, "answer: choices is %s, not an array",
-                               json_type_name(choices));
+                               http_util_json_type_name(choices));
         message = json_object_get(json_array_get(choices, 0), "message");
         c = json_object_get(message, "content");
         if (!c || json_is_null(c))
@@ -169,7 +148,7 @@ static int read_content(const json_t *root, struct arena *a, char **content, str
         } else if (json_is_array(c)) {
                 *content = join_parts(c, a, &rc);
         } else {
-                return st_fail(err, ST_ETYPE, "answer: content is %s", json_type_name(c));
+                return st_fail(err, ST_ETYPE, "answer: content is %s", http_util_json_type_name(c));
         }
         if (rc == ST_ETOOBIG)
                 return st_fail(err, rc, "answer content over %zu bytes", VLM_CONTENT_MAX);
@@ -200,7 +179,8 @@ int vlm_completion_parse(const char *body, size_t len, struct arena *a, char **c
                                jerr.position);
         }
         if (!json_is_object(root)) {
-                rc = st_fail(err, ST_ETYPE, "answer is %s, not an object", json_type_name(root));
+                rc = st_fail(err, ST_ETYPE, "answer is %s, not an object",
+                             http_util_json_type_name(root));
                 goto out;
         }
         read_usage(root, usage);
@@ -295,8 +275,8 @@ static const json_t *get_key(const json_t *o, const char *key, int *rc, struct s
 
 static int wrong_type(const char *key, const json_t *v, const char *expected, struct st_error *err)
 {
-        return st_fail(err, ST_ETYPE, "answer: '%s' is %s, not %s", key, json_type_name(v),
-                       expected);
+        return st_fail(err, ST_ETYPE, "answer: '%s' is %s, not %s", key,
+                       http_util_json_type_name(v), expected);
 }
 
 /* s[0..*n) without leading and trailing ASCII whitespace. */

@@ -20,10 +20,10 @@
 #include <time.h>
 
 #include "crawler/address_guard.h"
+#include "proto/http_util.h"
 
-#define BODY_FIRST_ALLOC 16384
-#define POLL_MAX_MS      1000
-#define CONNECT_MAX_MS   10000L
+#define POLL_MAX_MS    1000
+#define CONNECT_MAX_MS 10000L
 
 struct vlm_http {
         CURLM *multi;        /* requests to URLs the operator gave (the VLM endpoint) */
@@ -100,73 +100,25 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
 {
         struct slot *s = user;
         struct vlm_http_request *r = s->req;
-        size_t n = size * nmemb, cap;
+        size_t n = size * nmemb;
         curl_off_t announced = -1;
-        char *p;
+        int rc;
 
         curl_easy_getinfo(s->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
-        if (n > r->max_body - r->body_len ||
-            (announced > 0 && (uint64_t)announced > (uint64_t)r->max_body)) {
+        rc = http_util_body_append(&r->body, &r->body_len, &s->body_cap, r->max_body, data, n,
+                                   announced);
+        if (rc == ST_ETOOBIG)
                 s->too_big = true;
-                return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
-        }
-        if (r->body_len + n + 1 > s->body_cap) {
-                cap = s->body_cap ? s->body_cap : BODY_FIRST_ALLOC;
-                while (cap < r->body_len + n + 1)
-                        cap *= 2;
-                if (cap > r->max_body + 1)
-                        cap = r->max_body + 1;
-                p = realloc(r->body, cap);
-                if (!p)
-                        return 0;
-                r->body = p;
-                s->body_cap = cap;
-        }
-        memcpy(r->body + r->body_len, data, n);
-        r->body_len += n;
-        r->body[r->body_len] = '\0';
-        return n;
-}
-
-/* Retry-After: delta seconds or an HTTP date, in ms from now, capped; -1 if unreadable. */
-static long parse_retry_after(const char *v)
-{
-        char *end;
-        long long s;
-        time_t when;
-
-        while (*v == ' ' || *v == '\t')
-                v++;
-        if (*v >= '0' && *v <= '9') {
-                s = strtoll(v, &end, 10);
-                if (s < 0 || s > VLM_HTTP_RETRY_AFTER_MAX_MS / 1000)
-                        return VLM_HTTP_RETRY_AFTER_MAX_MS;
-                return (long)s * 1000;
-        }
-        when = curl_getdate(v, NULL);
-        if (when == -1)
-                return -1;
-        s = (long long)(when - time(NULL));
-        if (s < 0)
-                return 0;
-        return s > VLM_HTTP_RETRY_AFTER_MAX_MS / 1000 ? VLM_HTTP_RETRY_AFTER_MAX_MS
-                                                      : (long)s * 1000;
+        return rc ? 0 : n; /* 0: curl fails the transfer with CURLE_WRITE_ERROR */
 }
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *user)
 {
         struct slot *s = user;
         size_t n = size * nmemb;
-        char line[256];
 
-        if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
-                s->req->retry_after_ms = -1; /* a new response (after a redirect or a 100) */
-        if (n > 12 && n < sizeof(line) && strncasecmp(data, "Retry-After:", 12) == 0) {
-                memcpy(line, data + 12, n - 12);
-                line[n - 12] = '\0';
-                line[strcspn(line, "\r\n")] = '\0';
-                s->req->retry_after_ms = parse_retry_after(line);
-        }
+        http_util_header_retry_after(data, n, VLM_HTTP_RETRY_AFTER_MAX_MS, time(NULL), curl_getdate,
+                                     &s->req->retry_after_ms);
         return n;
 }
 

@@ -1,0 +1,125 @@
+/*
+ * http_util.c - helpers shared by the embeddings and VLM HTTP clients (see
+ * http_util.h).
+ */
+#include "proto/http_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+bool http_util_printable_ascii(const char *s)
+{
+        for (; *s; s++)
+                if (*s < 0x20 || *s > 0x7e)
+                        return false;
+        return true;
+}
+
+char *http_util_endpoint(const char *url, const char *tail)
+{
+        const char *host = strstr(url, "://");
+        const char *path = host ? strchr(host + 3, '/') : NULL;
+        size_t len = strlen(url), tail_len = strlen(tail), size;
+        char *out;
+
+        while (len > 0 && url[len - 1] == '/')
+                len--;
+        if (len >= tail_len && memcmp(url + len - tail_len, tail, tail_len) == 0)
+                return strndup(url, len);
+        size = len + sizeof("/v1") + tail_len + 1;
+        out = malloc(size);
+        if (!out)
+                return NULL;
+        snprintf(out, size, "%.*s%s%s", (int)len, url, !path || path >= url + len ? "/v1" : "",
+                 tail);
+        return out;
+}
+
+long http_util_retry_after_ms(const char *value, long max_ms, time_t now,
+                              time_t (*parse_date)(const char *text, const time_t *unused))
+{
+        const char *v = value;
+        long long s;
+        time_t when;
+
+        while (*v == ' ' || *v == '\t')
+                v++;
+        if (*v >= '0' && *v <= '9') {
+                s = strtoll(v, NULL, 10);
+                if (s < 0 || s > max_ms / 1000)
+                        return max_ms;
+                return (long)s * 1000;
+        }
+        when = parse_date(v, NULL);
+        if (when == -1)
+                return -1;
+        s = (long long)(when - now);
+        if (s < 0)
+                return 0;
+        return s > max_ms / 1000 ? max_ms : (long)s * 1000;
+}
+
+void http_util_header_retry_after(const char *line, size_t n, long max_ms, time_t now,
+                                  time_t (*parse_date)(const char *text, const time_t *unused),
+                                  long *retry_after_ms)
+{
+        char value[256];
+
+        if (n >= 5 && memcmp(line, "HTTP/", 5) == 0)
+                *retry_after_ms = -1; /* a new response (after a redirect or a 100) */
+        if (n > 12 && n < sizeof(value) && strncasecmp(line, "Retry-After:", 12) == 0) {
+                memcpy(value, line + 12, n - 12);
+                value[n - 12] = '\0';
+                value[strcspn(value, "\r\n")] = '\0';
+                *retry_after_ms = http_util_retry_after_ms(value, max_ms, now, parse_date);
+        }
+}
+
+int http_util_body_append(char **body, size_t *len, size_t *cap, size_t max, const char *data,
+                          size_t n, int64_t announced)
+{
+        size_t want;
+        char *p;
+
+        if (n > max - *len || (announced > 0 && (uint64_t)announced > (uint64_t)max))
+                return ST_ETOOBIG;
+        if (*len + n + 1 > *cap) {
+                want = *cap ? *cap : HTTP_UTIL_BODY_FIRST_ALLOC;
+                while (want < *len + n + 1)
+                        want *= 2;
+                if (want > max + 1)
+                        want = max + 1;
+                p = realloc(*body, want);
+                if (!p)
+                        return ST_ENOMEM;
+                *body = p;
+                *cap = want;
+        }
+        memcpy(*body + *len, data, n);
+        *len += n;
+        (*body)[*len] = '\0';
+        return 0;
+}
+
+const char *http_util_json_type_name(const json_t *v)
+{
+        switch (json_typeof(v)) {
+        case JSON_OBJECT:
+                return "an object";
+        case JSON_ARRAY:
+                return "an array";
+        case JSON_STRING:
+                return "a string";
+        case JSON_INTEGER:
+                return "an integer";
+        case JSON_REAL:
+                return "a number";
+        case JSON_TRUE:
+        case JSON_FALSE:
+                return "a bool";
+        default:
+                return "null";
+        }
+}

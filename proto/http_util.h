@@ -1,0 +1,74 @@
+/*
+ * http_util.h - the pieces the two OpenAI-compatible HTTP clients share:
+ * the embeddings client (indexer/embed_http.c) and the VLM chat client
+ * (refiner/vlm_http.c, refiner/vlm.c, refiner/vlm_answer.c).
+ *
+ * Pure functions, no libcurl: proto does not link it.  Where curl is needed
+ * (the Content-Length a transfer announced, HTTP-date parsing) the caller
+ * asks curl and passes the answer or curl's function in.  All functions are
+ * safe to call from any thread.
+ */
+#ifndef STYLUS_HTTP_UTIL_H
+#define STYLUS_HTTP_UTIL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "proto/errors.h"
+
+#define HTTP_UTIL_BODY_FIRST_ALLOC 16384 /* bytes of a response body's first allocation */
+
+/* Whether every byte of s is printable ASCII (0x20..0x7e); true for "". */
+bool http_util_printable_ascii(const char *s);
+
+/*
+ * The endpoint URL of a configured base url, malloc'd (caller frees), NULL
+ * when out of memory.  tail is the endpoint path ("/embeddings",
+ * "/chat/completions").  Trailing slashes are cut; a url already ending in
+ * tail is kept; a url without a path gets "/v1" before tail:
+ *   http://h:8080            -> http://h:8080/v1/embeddings
+ *   http://h:8080/api/v1/    -> http://h:8080/api/v1/embeddings
+ *   http://h/v1/embeddings/  -> http://h/v1/embeddings
+ */
+char *http_util_endpoint(const char *url, const char *tail);
+
+/*
+ * A Retry-After value (leading blanks allowed) in ms from now: delta
+ * seconds, or an HTTP date read by parse_date (curl_getdate; it returns -1
+ * when it cannot read the text).  A date in the past is 0; anything over
+ * max_ms, or a negative or overflowing number, is max_ms; -1 when the
+ * value is unreadable.  now is time(NULL) in production.
+ */
+long http_util_retry_after_ms(const char *value, long max_ms, time_t now,
+                              time_t (*parse_date)(const char *text, const time_t *unused));
+
+/*
+ * Follow Retry-After through the response header lines (n bytes each, as
+ * curl's header callback gets them, CRLF included): a status line ("HTTP/")
+ * starts a new response and sets *retry_after_ms to -1; a Retry-After line
+ * under 256 bytes sets it to http_util_retry_after_ms() of its value.
+ * Other lines leave it as it is.
+ */
+void http_util_header_retry_after(const char *line, size_t n, long max_ms, time_t now,
+                                  time_t (*parse_date)(const char *text, const time_t *unused),
+                                  long *retry_after_ms);
+
+/*
+ * Append n bytes of data to a response body: *body holds *len bytes and a
+ * NUL in *cap allocated bytes (NULL/0/0 at first; the caller frees *body)
+ * and may hold at most max bytes.  announced is the Content-Length of the
+ * response, <= 0 when unknown.  The first allocation is
+ * HTTP_UTIL_BODY_FIRST_ALLOC bytes, then it doubles, never past max + 1.
+ * Returns 0, or ST_ETOOBIG when n more bytes or the announced length pass
+ * max, or ST_ENOMEM; on error the body is unchanged.
+ */
+int http_util_body_append(char **body, size_t *len, size_t *cap, size_t max, const char *data,
+                          size_t n, int64_t announced);
+
+/* "an object", "an array", "a string", ...: the type of v for an error message. */
+const char *http_util_json_type_name(const json_t *v);
+
+#endif
