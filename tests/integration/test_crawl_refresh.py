@@ -38,6 +38,7 @@ Every process is stopped by its PID.  Environment: STYLUS_BIN, STYLUS_FIXTURES.
 """
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -80,8 +81,11 @@ class Broker:
     def __init__(self, ctx):
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.endpoint = "tcp://127.0.0.1:%d" % free_port()
-        self.sock.bind(self.endpoint)
+        # An address of its own in 127/8: a worker of another test reconnecting to a port this
+        # broker happens to get (a catalog being restarted there) cannot take its jobs.
+        host = "127.%d.%d.%d" % (random.randrange(1, 255), random.randrange(256), random.randrange(1, 255))
+        port = self.sock.bind_to_random_port("tcp://" + host)
+        self.endpoint = "tcp://%s:%d" % (host, port)
         self.available = {}  # identity -> may take a job now
         self.last_beat = 0.0
         self.job_id = 0
@@ -218,7 +222,16 @@ class Crawl:
         raise AssertionError("pass of %s did not end in %d pages" % (source, max_pages))
 
     def stats(self):
-        return http_json(self.base + "/__stats")
+        """The server's counters once they stop moving: a handler thread counts a request after
+        it has sent the answer, so the crawler may have the last answer before it is counted."""
+        last = http_json(self.base + "/__stats")
+        for _ in range(100):
+            time.sleep(0.05)
+            now = http_json(self.base + "/__stats")
+            if now == last:
+                return now
+            last = now
+        return last
 
     def config(self, **kw):
         return http_json(self.base + "/__config", kw)

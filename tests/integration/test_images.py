@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import queue
+import random
 import shutil
 import signal
 import subprocess
@@ -147,8 +148,11 @@ class Broker:
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = "tcp://127.0.0.1:%d" % port
+        # An address of its own in 127/8: a worker of another test reconnecting to a port this
+        # broker happens to get (a catalog being restarted there) cannot take its jobs.
+        host = "127.%d.%d.%d" % (random.randrange(1, 255), random.randrange(256), random.randrange(1, 255))
+        port = self.sock.bind_to_random_port("tcp://" + host)
+        self.endpoint = "tcp://%s:%d" % (host, port)
         self.jobs = queue.Queue()  # (job_id, payload) to hand out
         self.results = {}  # job_id -> queue.Queue of the RESULT body
         self.next_id = 1
