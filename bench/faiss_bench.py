@@ -15,7 +15,9 @@ Then recall@150 of SQ8 against flat.  Appends tab-separated lines to --out:
 
 Report mode (--report FILE...): read the lines of both sides and print the
 tables of docs/search.md: queries/s, ratios against FAISS, recall, bandwidth;
-with several files (runs), the best figure of each cell.
+with several files (runs), the best figure of each cell, or with --stat
+median the median of the runs (ratios then are medians of each run's own
+ratio, both sides of a ratio measured minutes apart in the same run).
 
 Needs Debian's python3-faiss and python3-numpy: run with /usr/bin/python3.
 """
@@ -115,28 +117,51 @@ def run(args):
         out.write("recall\tfaiss\t%s\t%d\tsq8\t%.4f\n" % (args.data, rows, r))
 
 
-def ratio(a, b):
-    return "%.2fx" % (a / b) if a and b else "-"
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return 0.0 if n == 0 else v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
 
 
-def report(paths):
+def report(paths, stat="best"):
     """Print the tables; with several result files, each figure is the best
-    of the runs (load from other processes only ever lowers a figure)."""
-    qps = {}
+    of the runs (load from other processes only ever lowers a figure), or
+    their median with stat "median"."""
+    runs = {}  # key -> [figure of each run]
+    ratios = {}  # (ours key, faiss key) -> [ratio of each run]
     rec = {}
     bandwidth = {}
     for path in paths:
+        run = {}
         for line in open(path):
             f = line.rstrip("\n").split("\t")
             if f[0] == "qps":
                 key = (f[1], f[2], int(f[3]), int(f[4]), f[5], int(f[6]))
-                qps[key] = max(qps.get(key, 0.0), float(f[7]))
+                run[key] = float(f[7])
+                runs.setdefault(key, []).append(float(f[7]))
             elif f[0] == "recall":
                 rec[(f[1], f[2], int(f[3]))] = float(f[5])
             elif f[0] == "bandwidth":
-                bandwidth[int(f[1])] = max(bandwidth.get(int(f[1]), 0.0), float(f[2]))
+                bandwidth.setdefault(int(f[1]), []).append(float(f[2]))
+        for key, value in run.items():
+            if key[0] != "ours":
+                continue
+            for mode in ("flat", "sq8"):
+                other = ("faiss",) + key[1:4] + (mode, key[5])
+                if run.get(other):
+                    ratios.setdefault((key, other), []).append(value / run[other])
+    pick = median if stat == "median" else max
+    qps = {key: pick(v) for key, v in runs.items()}
+    bandwidth = {t: pick(v) for t, v in bandwidth.items()}
+
+    def ratio(ours_key, faiss_key):
+        if stat == "median" and (ours_key, faiss_key) in ratios:
+            return "%.2fx" % median(ratios[(ours_key, faiss_key)])
+        a, b = qps.get(ours_key, 0.0), qps.get(faiss_key, 0.0)
+        return "%.2fx" % (a / b) if a and b else "-"
+
     if len(paths) > 1:
-        print("\nbest of %d runs for each figure" % len(paths))
+        print("\n%s of %d runs for each figure" % (stat, len(paths)))
     sets = sorted({(k[1], k[2]) for k in qps}, key=lambda s: (s[1], s[0] != "random"))
     print("\nqueries/s, top-150, dim 384 (ratios: ours / FAISS)\n")
     head = ("| data | rows | threads | batch | ours exact | FAISS flat | exact/flat "
@@ -146,14 +171,18 @@ def report(paths):
     for data, rows in sets:
         for threads in (1, 2):
             for batch in (1, 32):
-                def get(side, mode):
-                    return qps.get((side, data, rows, threads, mode, batch), 0.0)
+                def key(side, mode):
+                    return (side, data, rows, threads, mode, batch)
 
-                ours_exact, flat = get("ours", "exact"), get("faiss", "flat")
-                ours_int8, sq8 = get("ours", "int8"), get("faiss", "sq8")
+                def get(side, mode):
+                    return qps.get(key(side, mode), 0.0)
+
                 print("| %s | %d | %d | %d | %.1f | %.1f | %s | %.1f | %.1f | %s | %s |"
-                      % (data, rows, threads, batch, ours_exact, flat, ratio(ours_exact, flat),
-                         ours_int8, sq8, ratio(ours_int8, flat), ratio(ours_int8, sq8)))
+                      % (data, rows, threads, batch, get("ours", "exact"), get("faiss", "flat"),
+                         ratio(key("ours", "exact"), key("faiss", "flat")),
+                         get("ours", "int8"), get("faiss", "sq8"),
+                         ratio(key("ours", "int8"), key("faiss", "flat")),
+                         ratio(key("ours", "int8"), key("faiss", "sq8"))))
     print("\nrecall@150 against exact (same queries)\n")
     print("| data | rows | ours int8 (re-ranked) | FAISS SQ8 |")
     print("|---|---|---|---|")
@@ -182,9 +211,11 @@ def main():
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--report", nargs="+", metavar="FILE",
                    help="print the tables of results files (best of them per figure)")
+    p.add_argument("--stat", choices=("best", "median"), default="best",
+                   help="with several --report files: best (default) or median of the runs")
     args = p.parse_args()
     if args.report:
-        report(args.report)
+        report(args.report, args.stat)
     elif args.dir and args.data and args.out:
         run(args)
     else:

@@ -74,12 +74,13 @@
  * Search (vecstore_search_batch()): queries go in chunks of BATCH_QUERIES.
  * For each block, a bitmap of the rows the filter allows; blocks with none
  * are skipped.  Exact mode scores a block with one sgemv or sgemm; int8 mode
- * scores SPAN_ROWS rows at a time with the scan kernel, split over helper
- * threads by block.  Each query keeps a top-k of its best rows (struct
- * topk: k exact, 4k + 64 int8 candidates); the kernel's threshold test
- * against the top-k's threshold skips most rows 64 at a time.  int8
- * candidates are merged across threads and re-ranked by cblas_sdot against
- * their float32 rows.
+ * scores SPAN_ROWS rows at a time with the scan kernel, its helper threads
+ * taking blocks as they go.  Each query keeps a top-k of its best rows
+ * (struct topk: k exact, 4k + 64 int8 candidates); the kernel's threshold
+ * test against the top-k's threshold skips most rows 64 at a time.  int8
+ * candidates are merged across threads, then the whole batch's are sorted
+ * by row and re-ranked by cblas_sdot against their float32 rows in address
+ * order (struct scan_plan has the phases).
  */
 #include "indexer/vecstore.h"
 
@@ -89,6 +90,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdalign.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -111,7 +113,12 @@
 #define RERANK_MARGIN  64
 #define BLOCK_WORDS    (VECSTORE_BLOCK_ROWS / 64) /* bitmap words per block */
 #define MAX_CANDIDATES (RERANK_FACTOR * VECSTORE_MAX_K + RERANK_MARGIN)
-#define RERANK_AHEAD   4 /* candidates whose rows a re-rank prefetches ahead */
+#define RERANK_AHEAD   4   /* candidates whose rows a re-rank prefetches ahead */
+#define SCORE_RUN      256 /* candidates a thread takes at a time to re-rank */
+#define PIVOT_SAMPLE   16  /* slots sampled to pick a quickselect pivot */
+
+_Static_assert(MAX_CANDIDATES <= 0xffff && BATCH_QUERIES <= 0xffff,
+               "a candidate's query and index fit 16 bits each in struct scan_plan's keys");
 
 /* The bitmaps of a state: word w of map m is bits[w * MAPS + m]. */
 enum { MAP_LIVE, MAP_NSFW, MAP_BASE, MAPS = MAP_BASE + VECSTORE_BASE_COUNT };
@@ -137,10 +144,15 @@ struct dirty_block {
         float *data; /* VECSTORE_BLOCK_ROWS * dim floats, malloc'd */
 };
 
-/* A candidate row. */
+/*
+ * A candidate row and its score as one unsigned integer, so that ranking two
+ * candidates is one comparison: larger is better.  High 32 bits: the score's
+ * bits made order-preserving (negative floats flipped, -0 taken as +0);
+ * low 32 bits: the row complemented, so that of equal scores the lower row
+ * ranks first.  Scores in slots are never NaN.
+ */
 struct slot {
-        float score;
-        uint32_t row;
+        uint64_t key;
 };
 
 /*
@@ -148,22 +160,52 @@ struct slot {
  * threshold go into a buffer of 2 * cap; a full buffer is cut back to its
  * best cap by quickselect, whose worst becomes the threshold.  Amortized
  * O(1) per candidate, where a heap pays a sift per insertion.  The result
- * depends only on the set offered, not on the order.
+ * depends only on the set offered, not on the order.  The threshold is at
+ * most the cap-th best score offered, so it may also be raised to another
+ * top-k's over a subset of the same rows (raise_threshold()).
  */
 struct topk {
         struct slot *slots; /* 2 * cap */
+        struct slot *spare; /* 2 * cap, scratch of a cut; may be shared by the top-ks of a thread */
         size_t n;           /* slots used */
         size_t cap;         /* candidates wanted */
-        float threshold;    /* -INFINITY until the first cut */
+        float threshold;    /* -INFINITY until the first cut or raise */
 };
 
-/* What an int8 search reads; shared read-only by its threads. */
+/*
+ * Where the threads of an int8 search meet between its phases: each passes
+ * once all have arrived, and the last to arrive first runs the phase's
+ * serial step, if any.
+ */
+struct gate {
+        pthread_mutex_t lock;
+        pthread_cond_t opened;
+        int expected;   /* threads taking part */
+        int arrived;    /* in the current phase */
+        unsigned phase; /* phases opened so far */
+};
+
+/*
+ * An int8 search, shared by its threads.  The threads take work as they go
+ * (blocks, then queries, then runs of candidates): a thread that the
+ * machine delays holds up no fixed share.  Phases, with a gate after each:
+ *   scan    every block for every query: each thread keeps its own top
+ *           candidates per query (struct share), the thresholds shared;
+ *   merge   per query, the shares' candidates into the first share's
+ *           top-k, cut to the best cap, listed as keys; then (serial) all
+ *           queries' keys in one array sorted by row;
+ *   score   runs of that array: the exact float32 score of each candidate,
+ *           rows in address order, a row that several queries want read
+ *           once;
+ *   rank    per query, the best k by exact score, sorted.
+ */
 struct scan_plan {
         const struct state *state;
         const struct vecstore_filter *filter;
         const struct scan_kernel *kernel;
         const unsigned char *const *blocks; /* "blocks_i8" values by block */
         const unsigned char *const *floats; /* "blocks" values by block, for re-ranking */
+        uint32_t n_blocks;
         int dim;
         size_t code_dim;
         struct scan_queries queries;
@@ -172,21 +214,23 @@ struct scan_plan {
         int shares;           /* threads at work, the caller's included */
         struct share *all;    /* the shares */
         struct topk *ranked;  /* queries.n re-ranked results, filled by the shares */
+        uint64_t *keys;       /* 2 * queries.n * cap: candidates, row << 32 | query << 16 | index */
+        size_t n_keys;        /* keys sorted (after the merge) */
+        float *dots;          /* queries.n * cap: exact scores, candidate c of j at j * cap + c */
+        atomic_uint next_block;                /* scan: the next block */
+        atomic_size_t next_merge;              /* merge: the next query */
+        atomic_size_t next_key;                /* score: the next run of keys */
+        atomic_size_t next_rank;               /* rank: the next query */
+        atomic_uint thresholds[BATCH_QUERIES]; /* per query: raise_threshold() */
+        struct gate gate;
 };
 
-/*
- * One thread's part of an int8 search: first the scan of blocks
- * first..end-1 for every query, then (after all scans) the re-rank of
- * queries index, index + shares, ...
- */
+/* One thread's part of an int8 search, and its own buffers. */
 struct share {
-        const struct scan_plan *plan;
-        void (*work)(struct share *);
-        int index;
-        uint32_t first, end;
+        struct scan_plan *plan;
         float *scores;                   /* BATCH_QUERIES * SPAN_ROWS */
         struct topk tops[BATCH_QUERIES]; /* candidates of each query */
-        struct slot *merged;             /* 2 * MAX_CANDIDATES */
+        struct slot *spare;              /* 2 * MAX_CANDIDATES: the cuts of this thread's top-ks */
         pthread_t thread;
         bool started;
 };
@@ -198,12 +242,16 @@ struct scratch {
         size_t score_floats;
         struct slot *slots; /* n_slots: 2 * cap per query and thread */
         size_t n_slots;
-        struct slot *merged; /* 2 * MAX_CANDIDATES per thread: candidates of one query */
-        size_t merged_threads;
+        struct slot *spare; /* 2 * MAX_CANDIDATES per thread: struct share */
+        size_t spare_threads;
         struct slot *ranked;          /* 2 * VECSTORE_MAX_K per query of a batch: re-ranked hits */
         const unsigned char **blocks; /* block_cap, "blocks_i8" values in the search's txn */
         const unsigned char **floats; /* block_cap, "blocks" values in the search's txn */
         size_t block_cap;
+        uint64_t *keys; /* n_keys: 2 * BATCH_QUERIES * max(cap, k), candidates or hits by row */
+        size_t n_keys;
+        float *dots; /* n_dots: BATCH_QUERIES * cap, exact scores of candidates */
+        size_t n_dots;
         int8_t *codes;        /* BATCH_QUERIES * code_dim */
         float *scales;        /* BATCH_QUERIES */
         int32_t *sums;        /* BATCH_QUERIES */
@@ -761,104 +809,179 @@ size_t vecstore_dead(const struct vecstore *vs)
 
 /* ---- search ---- */
 
-/* a ranks below b: lower score, or the same score and a later row. */
-static int worse(struct slot a, struct slot b)
+/* A score (not NaN) as an unsigned integer of the same order. */
+static uint32_t score_bits(float score)
 {
-        return a.score < b.score || (a.score == b.score && a.row > b.row);
+        uint32_t bits;
+
+        score = score == 0.0f ? 0.0f : score; /* -0 ranks as +0 */
+        memcpy(&bits, &score, sizeof(bits));
+        return bits & 0x80000000u ? ~bits : bits | 0x80000000u;
 }
 
-static void swap_slots(struct slot *a, struct slot *b)
+static float bits_score(uint32_t bits)
 {
-        struct slot t = *a;
+        float score;
 
-        *a = *b;
-        *b = t;
+        bits = bits & 0x80000000u ? bits & 0x7fffffffu : ~bits;
+        memcpy(&score, &bits, sizeof(score));
+        return score;
+}
+
+static struct slot make_slot(float score, uint32_t row)
+{
+        struct slot s;
+
+        s.key = (uint64_t)score_bits(score) << 32 | (uint32_t)~row;
+        return s;
+}
+
+static float slot_score(struct slot s)
+{
+        return bits_score((uint32_t)(s.key >> 32));
+}
+
+static uint32_t slot_row(struct slot s)
+{
+        return ~(uint32_t)s.key;
+}
+
+/*
+ * Copy a[0..n) into out[0..n), those better than pivot first (in no order),
+ * and return how many they are.  Each slot is written at both ends and one
+ * end advances: no branch (the scores are random to the branch predictor),
+ * and no load of a slot just stored, which would chain the iterations.
+ */
+static size_t split(const struct slot *a, size_t n, struct slot pivot, struct slot *out)
+{
+        size_t lo = 0, hi = n - 1;
+
+        for (size_t i = 0; i < n; i++) {
+                struct slot x = a[i];
+                size_t up = x.key > pivot.key;
+
+                out[lo] = x;
+                out[hi] = x;
+                lo += up;
+                hi -= up ^ 1;
+        }
+        return lo;
+}
+
+/*
+ * Index of a pivot for keeping the best m of a[0..n) (0 < m < n): the
+ * element of about rank m in a sorted sample of PIVOT_SAMPLE, so that one
+ * split lands near m; median of three for short ranges.
+ */
+static size_t pick_pivot(const struct slot *a, size_t n, size_t m)
+{
+        size_t at[PIVOT_SAMPLE], count = n < 4 * PIVOT_SAMPLE ? 3 : PIVOT_SAMPLE, pick;
+
+        for (size_t i = 0; i < count; i++) {
+                size_t j = i;
+
+                at[i] = (2 * i + 1) * n / (2 * count); /* evenly spread */
+                for (; j > 0 && a[at[j - 1]].key < a[at[j]].key; j--) {
+                        size_t t = at[j];
+
+                        at[j] = at[j - 1];
+                        at[j - 1] = t;
+                }
+        }
+        if (count == 3)
+                return at[1];
+        pick = m * count / n; /* the sample is best first */
+        return at[pick < count ? pick : count - 1];
 }
 
 /*
  * Reorder a[0..n) so that a[0..m) are its m best, in no order: quickselect
- * with a median-of-three pivot and a branch-free Lomuto partition (the
- * scores are random to the branch predictor, so branches would miss half
- * the time).  Rows are distinct, so no two slots compare equal.
+ * with a sampled pivot, each pass split out of place into spare (room for
+ * n) and copied back.  Rows are distinct, so no two slots are equal.
  */
-static void keep_best(struct slot *a, size_t n, size_t m)
+static void keep_best(struct slot *a, size_t n, size_t m, struct slot *spare)
 {
         size_t lo = 0, hi = n;
 
         while (m > lo && m < hi) {
-                size_t mid = lo + (hi - lo) / 2, lt = lo;
-                struct slot pivot;
+                struct slot *r = a + lo, pivot;
+                size_t len = hi - lo, at = pick_pivot(r, len, m - lo), up;
 
-                /* median of three, moved to a[hi - 1] */
-                if (worse(a[mid], a[lo]))
-                        swap_slots(&a[mid], &a[lo]);
-                if (worse(a[hi - 1], a[lo]))
-                        swap_slots(&a[hi - 1], &a[lo]);
-                if (worse(a[mid], a[hi - 1]))
-                        swap_slots(&a[mid], &a[hi - 1]);
-                pivot = a[hi - 1];
-                for (size_t i = lo; i < hi - 1; i++) {
-                        struct slot x = a[i];
-                        size_t better = (size_t)((x.score > pivot.score) |
-                                                 ((x.score == pivot.score) & (x.row < pivot.row)));
-
-                        a[i] = a[lt];
-                        a[lt] = x;
-                        lt += better;
-                }
-                swap_slots(&a[lt], &a[hi - 1]); /* the pivot, between the two sides */
-                if (m <= lt)
-                        hi = lt;
+                pivot = r[at];
+                r[at] = r[len - 1];
+                up = split(r, len - 1, pivot, spare);
+                spare[len - 1] = spare[up]; /* the pivot between the two sides */
+                spare[up] = pivot;
+                memcpy(r, spare, len * sizeof(*r));
+                if (m <= lo + up)
+                        hi = lo + up;
                 else
-                        lo = lt + 1;
+                        lo += up + 1;
         }
 }
 
+/* Best first. */
 static int compare_slots(const void *a, const void *b)
 {
         const struct slot *x = a, *y = b;
 
-        return worse(*x, *y) ? 1 : worse(*y, *x) ? -1 : 0;
+        return (x->key < y->key) - (x->key > y->key);
 }
 
-/* Start an empty top-k over slots, which has room for 2 * cap. */
-static void topk_init(struct topk *t, struct slot *slots, size_t cap)
+/* Start an empty top-k over slots and spare, which have room for 2 * cap each. */
+static void topk_init(struct topk *t, struct slot *slots, struct slot *spare, size_t cap)
 {
         t->slots = slots;
+        t->spare = spare;
         t->n = 0;
         t->cap = cap;
         t->threshold = -INFINITY;
 }
 
-/* Keep the best cap; the worst kept is the new threshold. */
+/*
+ * Keep the best cap; the worst kept is the new threshold, unless another
+ * thread's (raise_threshold()) is higher already.
+ */
 static void topk_compact(struct topk *t)
 {
         struct slot worst;
 
-        keep_best(t->slots, t->n, t->cap);
+        keep_best(t->slots, t->n, t->cap, t->spare);
         t->n = t->cap;
         worst = t->slots[0];
         for (size_t i = 1; i < t->n; i++)
-                if (worse(t->slots[i], worst))
-                        worst = t->slots[i];
-        t->threshold = worst.score;
+                worst.key = t->slots[i].key < worst.key ? t->slots[i].key : worst.key;
+        if (slot_score(worst) > t->threshold)
+                t->threshold = slot_score(worst);
 }
 
-/* Offer a candidate; below the threshold it cannot be among the best cap. */
-static void topk_add(struct topk *t, struct slot c)
+/* Put c, which passed the threshold, into the buffer. */
+static void topk_push(struct topk *t, struct slot c)
 {
-        if (!(c.score >= t->threshold) || t->cap == 0)
-                return; /* NaN fails the test too */
         t->slots[t->n++] = c;
         if (t->n == 2 * t->cap)
                 topk_compact(t);
+}
+
+/* Offer row with score; below the threshold it cannot be among the best cap. */
+static void topk_add(struct topk *t, float score, uint32_t row)
+{
+        if (score >= t->threshold && t->cap > 0) /* NaN fails the test too */
+                topk_push(t, make_slot(score, row));
+}
+
+/* Offer a slot of another top-k. */
+static void topk_add_slot(struct topk *t, struct slot c)
+{
+        if (slot_score(c) >= t->threshold && t->cap > 0)
+                topk_push(t, c);
 }
 
 /* The best cap (or all, if fewer) in t->slots[0..t->n), in no order. */
 static void topk_cut(struct topk *t)
 {
         if (t->n > t->cap) {
-                keep_best(t->slots, t->n, t->cap);
+                keep_best(t->slots, t->n, t->cap, t->spare);
                 t->n = t->cap;
         }
 }
@@ -945,13 +1068,36 @@ static int block_mask(const struct state *s, const struct vecstore_filter *f, ui
 }
 
 /*
+ * A query's threshold shared by the threads of an int8 scan, as score_bits():
+ * the highest any thread's top-k has reached.  Each thread's is the cap-th
+ * best score of the rows it has seen, at most that of all rows, so every
+ * thread may skip rows below the highest: the threads together keep no more
+ * candidates than one thread would, and the merged result is the same.
+ */
+static void raise_threshold(struct topk *t, atomic_uint *shared)
+{
+        uint32_t seen = atomic_load_explicit(shared, memory_order_relaxed), mine;
+
+        if (bits_score(seen) > t->threshold)
+                t->threshold = bits_score(seen);
+        mine = score_bits(t->threshold);
+        while (seen < mine && !atomic_compare_exchange_weak_explicit(
+                                  shared, &seen, mine, memory_order_relaxed, memory_order_relaxed))
+                ;
+}
+
+/*
  * Offer the allowed rows among words * 64 scores (row first is scores[0]) to
- * t.  The kernel's threshold test skips, 64 at a time, the rows that cannot
- * make the cut, and NaN scores always.
+ * t, whose threshold other threads share through shared (NULL: no others).
+ * The kernel's threshold test skips, 64 at a time, the rows that cannot make
+ * the cut, and NaN scores always.
  */
 static void select_rows(const struct scan_kernel *kernel, const float *scores,
-                        const uint64_t *allow, size_t words, uint32_t first, struct topk *t)
+                        const uint64_t *allow, size_t words, uint32_t first, struct topk *t,
+                        atomic_uint *shared)
 {
+        if (shared)
+                raise_threshold(t, shared);
         for (size_t w = 0; w < words; w++) {
                 uint64_t m = allow[w];
 
@@ -960,12 +1106,13 @@ static void select_rows(const struct scan_kernel *kernel, const float *scores,
                 m &= kernel->at_least(scores + w * 64, t->threshold);
                 while (m) {
                         unsigned j = (unsigned)__builtin_ctzll(m);
-                        struct slot c = {scores[w * 64 + j], first + (uint32_t)(w * 64 + j)};
 
                         m &= m - 1;
-                        topk_add(t, c);
+                        topk_add(t, scores[w * 64 + j], first + (uint32_t)(w * 64 + j));
                 }
         }
+        if (shared)
+                raise_threshold(t, shared);
 }
 
 /* The value of block b in dbi (bytes long, float-aligned), valid until txn ends. */
@@ -1018,7 +1165,7 @@ static int scan_exact(struct vecstore *vs, MDB_txn *txn, const float *q, size_t 
                                     scores, VECSTORE_BLOCK_ROWS);
                 for (size_t j = 0; j < nq; j++)
                         select_rows(vs->kernel, scores + j * VECSTORE_BLOCK_ROWS, allow, rows / 64,
-                                    b * VECSTORE_BLOCK_ROWS, &tops[j]);
+                                    b * VECSTORE_BLOCK_ROWS, &tops[j], NULL);
         }
         return 0;
 }
@@ -1026,10 +1173,11 @@ static int scan_exact(struct vecstore *vs, MDB_txn *txn, const float *q, size_t 
 /* One thread's share of an int8 scan: score spans, keep each query's candidates. */
 static void scan_share(struct share *sh)
 {
-        const struct scan_plan *p = sh->plan;
+        struct scan_plan *p = sh->plan;
         uint64_t allow[BLOCK_WORDS];
+        uint32_t b;
 
-        for (uint32_t b = sh->first; b < sh->end; b++) {
+        while ((b = atomic_fetch_add(&p->next_block, 1)) < p->n_blocks) {
                 const unsigned char *v = p->blocks[b];
                 const float *scales = (const float *)(const void *)v;
                 const int8_t *area = (const int8_t *)(v + VECSTORE_BLOCK_ROWS * sizeof(float));
@@ -1048,37 +1196,30 @@ static void scan_share(struct share *sh)
                         for (size_t j = 0; j < p->queries.n; j++)
                                 select_rows(p->kernel, sh->scores + j * SPAN_ROWS, allow + s / 64,
                                             n / 64, b * VECSTORE_BLOCK_ROWS + (uint32_t)s,
-                                            &sh->tops[j]);
+                                            &sh->tops[j], p->shares > 1 ? &p->thresholds[j] : NULL);
                 }
         }
         for (size_t j = 0; j < p->queries.n; j++)
                 topk_cut(&sh->tops[j]);
 }
 
-static void *share_main(void *arg)
+/* Wait for the other threads; the last to arrive runs last(arg) (if not NULL) first. */
+static void gate_pass(struct gate *g, void (*last)(void *), void *arg)
 {
-        struct share *sh = arg;
+        pthread_mutex_lock(&g->lock);
+        if (++g->arrived == g->expected) {
+                if (last)
+                        last(arg);
+                g->arrived = 0;
+                g->phase++;
+                pthread_cond_broadcast(&g->opened);
+        } else {
+                unsigned phase = g->phase;
 
-        sh->work(sh);
-        return NULL;
-}
-
-/* Run work on the first n shares: one helper thread each but the first, which is ours. */
-static void run_shares(const struct scan_plan *plan, void (*work)(struct share *), int n)
-{
-        struct share *all = plan->all;
-
-        for (int i = 1; i < n; i++) {
-                all[i].work = work;
-                all[i].started = pthread_create(&all[i].thread, NULL, share_main, &all[i]) == 0;
+                while (g->phase == phase)
+                        pthread_cond_wait(&g->opened, &g->lock);
         }
-        work(&all[0]);
-        for (int i = 1; i < n; i++) {
-                if (all[i].started)
-                        pthread_join(all[i].thread, NULL);
-                else
-                        work(&all[i]); /* no thread: do its part here */
-        }
+        pthread_mutex_unlock(&g->lock);
 }
 
 /* The float32 vector of row. */
@@ -1090,8 +1231,14 @@ static const float *row_vector(const struct scan_plan *p, uint32_t row)
                (size_t)(row % VECSTORE_BLOCK_ROWS) * (size_t)p->dim;
 }
 
+/*
+ * The prefetch helpers are always inlined: to the compiler a function that
+ * only prefetches has no effect, and it may drop the calls.
+ */
+#define PREFETCH_HELPER __attribute__((always_inline)) static inline
+
 /* Ask the CPU to start loading row's vector (a re-rank reads rows at random). */
-static void prefetch_row(const struct scan_plan *p, uint32_t row)
+PREFETCH_HELPER void prefetch_row(const struct scan_plan *p, uint32_t row)
 {
         const char *v = (const char *)(const void *)row_vector(p, row);
 
@@ -1099,39 +1246,129 @@ static void prefetch_row(const struct scan_plan *p, uint32_t row)
                 __builtin_prefetch(v + off);
 }
 
-/* Query j's int8 candidates, merged over the shares, re-ranked in float32. */
-static void rerank(const struct scan_plan *p, struct slot *buffer, size_t j)
+/* Prefetch the row of key i, unless key i - 1 has the same row. */
+PREFETCH_HELPER void prefetch_key(const struct scan_plan *p, size_t i)
 {
-        const float *q = p->vectors + j * (size_t)p->dim;
+        if (i < p->n_keys && (i == 0 || p->keys[i] >> 32 != p->keys[i - 1] >> 32))
+                prefetch_row(p, (uint32_t)(p->keys[i] >> 32));
+}
+
+/* Merge phase, query j: the shares' candidates into the first's, then its keys at keys[j * cap]. */
+static void merge_query(struct share *sh, size_t j)
+{
+        struct scan_plan *p = sh->plan;
+        struct topk *t = &p->all[0].tops[j];
+        uint64_t *keys = p->keys + j * p->cap;
+
+        t->spare = sh->spare;
+        for (int i = 1; i < p->shares; i++) {
+                const struct topk *other = &p->all[i].tops[j];
+
+                for (size_t c = 0; c < other->n; c++)
+                        topk_add_slot(t, other->slots[c]);
+        }
+        topk_cut(t);
+        for (size_t c = 0; c < t->n; c++)
+                keys[c] = (uint64_t)slot_row(t->slots[c]) << 32 | (uint64_t)(j << 16 | c);
+}
+
+static void sort_by_row(uint64_t *keys, uint64_t *tmp, size_t n, uint32_t rows);
+
+/* The serial end of the merge phase: every query's keys in one array, by row. */
+static void sort_candidates(void *arg)
+{
+        struct scan_plan *p = arg;
+        size_t n = 0;
+
+        for (size_t j = 0; j < p->queries.n; j++) {
+                size_t m = p->all[0].tops[j].n;
+
+                memmove(p->keys + n, p->keys + j * p->cap, m * sizeof(*p->keys));
+                n += m;
+        }
+        sort_by_row(p->keys, p->keys + p->queries.n * p->cap, n, p->state->rows);
+        p->n_keys = n;
+}
+
+/* Score phase, keys [first, end): exact scores, prefetching rows ahead. */
+static void score_keys(struct scan_plan *p, size_t first, size_t end)
+{
+        for (size_t i = first; i < first + RERANK_AHEAD; i++)
+                prefetch_key(p, i);
+        for (size_t i = first; i < end; i++) {
+                uint32_t row = (uint32_t)(p->keys[i] >> 32), at = (uint32_t)p->keys[i];
+                size_t j = at >> 16;
+
+                prefetch_key(p, i + RERANK_AHEAD);
+                p->dots[j * p->cap + (at & 0xffff)] =
+                    cblas_sdot(p->dim, row_vector(p, row), 1, p->vectors + j * (size_t)p->dim, 1);
+        }
+}
+
+/* Rank phase, query j: its best k candidates by exact score, sorted. */
+static void rank_query(struct share *sh, size_t j)
+{
+        const struct scan_plan *p = sh->plan;
+        const struct topk *t = &p->all[0].tops[j];
         struct topk *ranked = &p->ranked[j];
-        struct topk merged;
 
-        topk_init(&merged, buffer, p->cap);
-        for (int i = 0; i < p->shares; i++) {
-                const struct topk *t = &p->all[i].tops[j];
-
-                for (size_t c = 0; c < t->n; c++)
-                        topk_add(&merged, t->slots[c]);
-        }
-        topk_cut(&merged);
-        for (size_t c = 0; c < merged.n; c++) {
-                struct slot s = {0.0f, merged.slots[c].row};
-
-                if (c + RERANK_AHEAD < merged.n)
-                        prefetch_row(p, merged.slots[c + RERANK_AHEAD].row);
-                s.score = cblas_sdot(p->dim, row_vector(p, s.row), 1, q, 1);
-                topk_add(ranked, s);
-        }
+        ranked->spare = sh->spare;
+        for (size_t c = 0; c < t->n; c++)
+                topk_add(ranked, p->dots[j * p->cap + c], slot_row(t->slots[c]));
         topk_sort(ranked);
 }
 
-/* The re-rank part of a share: every shares-th query from its index on. */
-static void rerank_share(struct share *sh)
+/* A thread's whole part of an int8 search: the phases of struct scan_plan. */
+static void *share_main(void *arg)
 {
-        const struct scan_plan *p = sh->plan;
+        struct share *sh = arg;
+        struct scan_plan *p = sh->plan;
+        size_t j, first;
 
-        for (size_t j = (size_t)sh->index; j < p->queries.n; j += (size_t)p->shares)
-                rerank(p, sh->merged, j);
+        scan_share(sh);
+        gate_pass(&p->gate, NULL, NULL);
+        while ((j = atomic_fetch_add(&p->next_merge, 1)) < p->queries.n)
+                merge_query(sh, j);
+        gate_pass(&p->gate, sort_candidates, p);
+        while ((first = atomic_fetch_add(&p->next_key, SCORE_RUN)) < p->n_keys)
+                score_keys(p, first, first + SCORE_RUN < p->n_keys ? first + SCORE_RUN : p->n_keys);
+        gate_pass(&p->gate, NULL, NULL);
+        while ((j = atomic_fetch_add(&p->next_rank, 1)) < p->queries.n)
+                rank_query(sh, j);
+        return NULL;
+}
+
+/*
+ * Run the search on the plan's shares: one helper thread each but the
+ * first, which is ours.  A helper that cannot start leaves its part to the
+ * others (the owner has not reached a gate yet, so none opens early).
+ */
+static void run_shares(struct scan_plan *p)
+{
+        struct share *all = p->all;
+
+        for (int i = 1; i < p->shares; i++) {
+                all[i].started = pthread_create(&all[i].thread, NULL, share_main, &all[i]) == 0;
+                if (!all[i].started) {
+                        pthread_mutex_lock(&p->gate.lock);
+                        p->gate.expected--;
+                        pthread_mutex_unlock(&p->gate.lock);
+                }
+        }
+        share_main(&all[0]);
+        for (int i = 1; i < p->shares; i++)
+                if (all[i].started)
+                        pthread_join(all[i].thread, NULL);
+}
+
+/* Copy the doc id of a "rows" value into id (VECSTORE_MAX_ID bytes, NUL-terminated). */
+static int copy_row_id(struct vecstore *vs, const MDB_val *v, char *id)
+{
+        if (v->mv_size <= ROW_HEADER || v->mv_size - ROW_HEADER >= VECSTORE_MAX_ID)
+                return corrupt(vs, "row size", v->mv_size);
+        memcpy(id, (const char *)v->mv_data + ROW_HEADER, v->mv_size - ROW_HEADER);
+        id[v->mv_size - ROW_HEADER] = '\0';
+        return 0;
 }
 
 /* The doc id of row, from "rows" in txn, into id (VECSTORE_MAX_ID bytes, NUL-terminated). */
@@ -1145,26 +1382,76 @@ static int read_row_id(struct vecstore *vs, MDB_txn *txn, uint32_t row, char *id
         rc = mdb_get(txn, vs->rows, &k, &v);
         if (rc)
                 return db_fail(vs, rc, "read row");
-        if (v.mv_size <= ROW_HEADER || v.mv_size - ROW_HEADER >= VECSTORE_MAX_ID)
-                return corrupt(vs, "row size", v.mv_size);
-        memcpy(id, (char *)v.mv_data + ROW_HEADER, v.mv_size - ROW_HEADER);
-        id[v.mv_size - ROW_HEADER] = '\0';
-        return 0;
+        return copy_row_id(vs, &v, id);
 }
 
-/* Fill n hits from sorted slots, ids from "rows". */
-static int name_hits(struct vecstore *vs, MDB_txn *txn, const struct slot *slots, size_t n,
-                     struct vecstore_hit *hits)
+/*
+ * Sort keys[0..n) by their high 32 bits (a row), keys[i] >> 32 < rows: LSD
+ * radix sort by bytes, through tmp (room for n), only the bytes rows needs.
+ */
+static void sort_by_row(uint64_t *keys, uint64_t *tmp, size_t n, uint32_t rows)
 {
-        for (size_t i = 0; i < n; i++) {
-                int rc;
+        for (unsigned shift = 32; shift < 64 && (shift == 32 || rows >> (shift - 32)); shift += 8) {
+                size_t count[256] = {0}, at = 0;
 
-                hits[i].score = slots[i].score;
-                hits[i].row = slots[i].row;
-                if ((rc = read_row_id(vs, txn, slots[i].row, hits[i].id)) < 0)
-                        return rc;
+                for (size_t i = 0; i < n; i++)
+                        count[(keys[i] >> shift) & 0xff]++;
+                for (size_t d = 0; d < 256; d++) {
+                        size_t c = count[d];
+
+                        count[d] = at;
+                        at += c;
+                }
+                for (size_t i = 0; i < n; i++)
+                        tmp[count[(keys[i] >> shift) & 0xff]++] = keys[i];
+                memcpy(keys, tmp, n * sizeof(*keys));
         }
-        return 0;
+}
+
+/*
+ * Fill the hits of nq queries (hits + j * k, n_hits[j] of them) from their
+ * sorted slots tops[j], ids from "rows" in txn.  The lookups go in row order
+ * through one cursor, which finds a key on the leaf page it is already on
+ * without descending the tree, and a row hit by several queries is read once.
+ */
+static int name_hits(struct vecstore *vs, MDB_txn *txn, const struct topk *tops, size_t nq,
+                     size_t k, struct vecstore_hit *hits, size_t *n_hits)
+{
+        uint64_t *keys = vs->scratch.keys, *tmp = keys + BATCH_QUERIES * k;
+        MDB_cursor *cursor;
+        size_t n = 0;
+        int rc = 0;
+
+        for (size_t j = 0; j < nq; j++) {
+                for (size_t i = 0; i < tops[j].n; i++) {
+                        struct vecstore_hit *h = &hits[j * k + i];
+
+                        h->score = slot_score(tops[j].slots[i]);
+                        h->row = slot_row(tops[j].slots[i]);
+                        keys[n++] = (uint64_t)h->row << 32 | (uint64_t)(j * k + i);
+                }
+                n_hits[j] = tops[j].n;
+        }
+        sort_by_row(keys, tmp, n, vs->committed.rows);
+        rc = mdb_cursor_open(txn, vs->rows, &cursor);
+        if (rc)
+                return db_fail(vs, rc, "open rows cursor");
+        for (size_t i = 0; i < n && rc == 0; i++) {
+                uint32_t row = (uint32_t)(keys[i] >> 32);
+                char *id = hits[(uint32_t)keys[i]].id;
+                unsigned char key[4];
+                MDB_val kv = {4, key}, v;
+
+                if (i > 0 && row == (uint32_t)(keys[i - 1] >> 32)) {
+                        memcpy(id, hits[(uint32_t)keys[i - 1]].id, VECSTORE_MAX_ID);
+                        continue;
+                }
+                put_be32(key, row);
+                rc = mdb_cursor_get(cursor, &kv, &v, MDB_SET);
+                rc = rc ? db_fail(vs, rc, "read row") : copy_row_id(vs, &v, id);
+        }
+        mdb_cursor_close(cursor);
+        return rc;
 }
 
 /* Candidates an int8 search keeps per query for re-ranking. */
@@ -1173,70 +1460,74 @@ static size_t candidates(size_t k)
         return RERANK_FACTOR * k + RERANK_MARGIN;
 }
 
-/* Grow the search buffers for the store's blocks and threads, cap candidates a query. */
-static int scratch_reserve(struct vecstore *vs, uint32_t blocks, size_t cap)
+/*
+ * buf (*have elements of size bytes), or a new buffer of want elements if
+ * that is more; contents are not kept.  NULL (buf freed, *have 0) when out
+ * of memory.
+ */
+static void *grow(void *buf, size_t *have, size_t want, size_t size)
+{
+        if (want <= *have)
+                return buf;
+        free(buf);
+        buf = malloc(want * size);
+        *have = buf ? want : 0;
+        return buf;
+}
+
+/* Grow the search buffers for the store's blocks and threads, cap candidates and k hits a query. */
+static int scratch_reserve(struct vecstore *vs, uint32_t blocks, size_t cap, size_t k)
 {
         struct scratch *x = &vs->scratch;
-        size_t slots = (size_t)vs->threads * BATCH_QUERIES * 2 * cap;
-        size_t floats = (size_t)vs->threads * BATCH_QUERIES * SPAN_ROWS;
+        size_t threads = (size_t)vs->threads, floats = threads * BATCH_QUERIES * SPAN_ROWS;
+        size_t spares = x->spare_threads * 2 * MAX_CANDIDATES, block_floats = x->block_cap;
 
         if (floats < (size_t)BATCH_QUERIES * VECSTORE_BLOCK_ROWS)
                 floats = (size_t)BATCH_QUERIES * VECSTORE_BLOCK_ROWS;
-        if (floats > x->score_floats) {
-                free(x->scores);
-                x->score_floats = 0;
-                x->scores = malloc(floats * sizeof(*x->scores));
-                if (!x->scores)
-                        return st_fail(&vs->err, ST_ENOMEM, "search scores: out of memory");
-                x->score_floats = floats;
-        }
-        if (slots > x->n_slots) {
-                free(x->slots);
-                x->n_slots = 0;
-                x->slots = malloc(slots * sizeof(*x->slots));
-                if (!x->slots)
-                        return st_fail(&vs->err, ST_ENOMEM, "search candidates: out of memory");
-                x->n_slots = slots;
-        }
-        if ((size_t)vs->threads > x->merged_threads) {
-                free(x->merged);
-                x->merged_threads = 0;
-                x->merged = malloc((size_t)vs->threads * 2 * MAX_CANDIDATES * sizeof(*x->merged));
-                if (!x->merged)
-                        return st_fail(&vs->err, ST_ENOMEM, "search candidates: out of memory");
-                x->merged_threads = (size_t)vs->threads;
-        }
-        if (blocks > x->block_cap) {
-                free(x->blocks);
-                free(x->floats);
-                x->block_cap = 0;
-                x->blocks = malloc(blocks * sizeof(*x->blocks));
-                x->floats = malloc(blocks * sizeof(*x->floats));
-                if (!x->blocks || !x->floats)
-                        return st_fail(&vs->err, ST_ENOMEM, "search blocks: out of memory");
-                x->block_cap = blocks;
-        }
+        x->scores = grow(x->scores, &x->score_floats, floats, sizeof(*x->scores));
+        x->slots =
+            grow(x->slots, &x->n_slots, threads * BATCH_QUERIES * 2 * cap, sizeof(*x->slots));
+        x->spare = grow(x->spare, &spares, threads * 2 * MAX_CANDIDATES, sizeof(*x->spare));
+        x->spare_threads = spares / (2 * MAX_CANDIDATES);
+        x->keys =
+            grow(x->keys, &x->n_keys, 2 * BATCH_QUERIES * (cap > k ? cap : k), sizeof(*x->keys));
+        x->dots = grow(x->dots, &x->n_dots, BATCH_QUERIES * cap, sizeof(*x->dots));
+        x->floats = grow(x->floats, &block_floats, blocks, sizeof(*x->floats));
+        x->blocks = grow(x->blocks, &x->block_cap, blocks, sizeof(*x->blocks));
+        if (block_floats < x->block_cap)
+                x->block_cap = block_floats;
+        if (!x->scores || !x->slots || !x->spare || !x->keys || !x->dots || !x->floats ||
+            !x->blocks)
+                return st_fail(&vs->err, ST_ENOMEM, "search buffers: out of memory");
         return 0;
 }
 
-/* Divide an int8 search among the store's threads: blocks, candidate buffers. */
+/* Set up an int8 search's threads over blocks: counters, gate, candidate buffers. */
 static void plan_shares(struct vecstore *vs, struct scan_plan *p, uint32_t blocks)
 {
         struct scratch *x = &vs->scratch;
 
         p->shares = (uint32_t)vs->threads < blocks ? vs->threads : (int)blocks;
+        p->n_blocks = blocks;
+        atomic_init(&p->next_block, 0);
+        atomic_init(&p->next_merge, 0);
+        atomic_init(&p->next_key, 0);
+        atomic_init(&p->next_rank, 0);
+        for (size_t j = 0; j < p->queries.n; j++)
+                atomic_init(&p->thresholds[j], score_bits(-INFINITY));
+        p->gate.expected = p->shares;
+        p->gate.arrived = 0;
+        p->gate.phase = 0;
         for (int i = 0; i < p->shares; i++) {
                 struct share *sh = &p->all[i];
 
                 sh->plan = p;
-                sh->index = i;
-                sh->first = (uint32_t)((uint64_t)blocks * (uint64_t)i / (uint64_t)p->shares);
-                sh->end = (uint32_t)((uint64_t)blocks * (uint64_t)(i + 1) / (uint64_t)p->shares);
                 sh->scores = x->scores + (size_t)i * BATCH_QUERIES * SPAN_ROWS;
-                sh->merged = x->merged + (size_t)i * 2 * MAX_CANDIDATES;
+                sh->spare = x->spare + (size_t)i * 2 * MAX_CANDIDATES;
                 for (size_t j = 0; j < p->queries.n; j++)
                         topk_init(&sh->tops[j],
-                                  x->slots + ((size_t)i * BATCH_QUERIES + j) * 2 * p->cap, p->cap);
+                                  x->slots + ((size_t)i * BATCH_QUERIES + j) * 2 * p->cap,
+                                  sh->spare, p->cap);
         }
 }
 
@@ -1260,6 +1551,8 @@ static int search_int8(struct vecstore *vs, MDB_txn *txn, const float *q, size_t
             .cap = candidates(k),
             .all = x->shares,
             .ranked = ranked,
+            .keys = x->keys,
+            .dots = x->dots,
         };
         int rc;
 
@@ -1278,17 +1571,19 @@ static int search_int8(struct vecstore *vs, MDB_txn *txn, const float *q, size_t
                 x->sums[j] = 0;
                 for (size_t i = 0; i < vs->code_dim; i++)
                         x->sums[j] += codes[i];
-                topk_init(&ranked[j], x->ranked + j * 2 * VECSTORE_MAX_K, k);
+                topk_init(&ranked[j], x->ranked + j * 2 * VECSTORE_MAX_K, NULL, k);
+        }
+        if (pthread_mutex_init(&plan.gate.lock, NULL) != 0)
+                return st_fail(&vs->err, ST_ENOMEM, "search: cannot make a mutex");
+        if (pthread_cond_init(&plan.gate.opened, NULL) != 0) {
+                pthread_mutex_destroy(&plan.gate.lock);
+                return st_fail(&vs->err, ST_ENOMEM, "search: cannot make a condition variable");
         }
         plan_shares(vs, &plan, blocks);
-        run_shares(&plan, scan_share, plan.shares);
-        run_shares(&plan, rerank_share, (size_t)plan.shares < nq ? plan.shares : (int)nq);
-        for (size_t j = 0; j < nq; j++) {
-                if ((rc = name_hits(vs, txn, ranked[j].slots, ranked[j].n, hits + j * k)) < 0)
-                        return rc;
-                n_hits[j] = ranked[j].n;
-        }
-        return 0;
+        run_shares(&plan);
+        pthread_cond_destroy(&plan.gate.opened);
+        pthread_mutex_destroy(&plan.gate.lock);
+        return name_hits(vs, txn, ranked, nq, k, hits, n_hits);
 }
 
 /* Exact mode for nq <= BATCH_QUERIES queries. */
@@ -1299,14 +1594,12 @@ static int search_exact(struct vecstore *vs, MDB_txn *txn, const float *q, size_
         int rc;
 
         for (size_t j = 0; j < nq; j++)
-                topk_init(&tops[j], vs->scratch.slots + j * 2 * k, k);
-        rc = scan_exact(vs, txn, q, nq, f, tops);
-        for (size_t j = 0; j < nq && rc == 0; j++) {
+                topk_init(&tops[j], vs->scratch.slots + j * 2 * k, vs->scratch.spare, k);
+        if ((rc = scan_exact(vs, txn, q, nq, f, tops)) < 0)
+                return rc;
+        for (size_t j = 0; j < nq; j++)
                 topk_sort(&tops[j]);
-                rc = name_hits(vs, txn, tops[j].slots, tops[j].n, hits + j * k);
-                n_hits[j] = tops[j].n;
-        }
-        return rc;
+        return name_hits(vs, txn, tops, nq, k, hits, n_hits);
 }
 
 static int check_filter(struct vecstore *vs, const struct vecstore_filter *f)
@@ -1343,7 +1636,7 @@ int vecstore_search_batch(struct vecstore *vs, const float *queries, size_t nq, 
                         return rc;
         if (nq == 0 || k == 0 || vs->committed.live == 0)
                 return 0;
-        rc = scratch_reserve(vs, blocks, vs->scan == VECSTORE_SCAN_EXACT ? k : candidates(k));
+        rc = scratch_reserve(vs, blocks, vs->scan == VECSTORE_SCAN_EXACT ? k : candidates(k), k);
         if (rc < 0)
                 return rc;
         rc = mdb_txn_begin(vs->env, NULL, MDB_RDONLY, &txn);
@@ -1873,7 +2166,9 @@ static void scratch_release(struct scratch *x)
 {
         free(x->scores);
         free(x->slots);
-        free(x->merged);
+        free(x->spare);
+        free(x->keys);
+        free(x->dots);
         free(x->ranked);
         free(x->blocks);
         free(x->floats);

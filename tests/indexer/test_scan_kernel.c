@@ -3,7 +3,8 @@
  * the interleaved layout round trip, and every kernel this CPU runs against
  * a naive integer dot product (same floats, bit for bit), with extreme
  * codes, dims that are not a multiple of 4, and query counts that exercise
- * the 4-query tiles and the 1-query remainder.  Then the threshold test.
+ * the 4-query tiles, their prefetch of the next tile and the 1-query
+ * remainder.  Then the threshold test.
  */
 #include "indexer/scan_kernel.h"
 
@@ -190,6 +191,13 @@ static void test_kernels(void)
         for (size_t d = 0; d < sizeof(dims) / sizeof(dims[0]); d++)
                 for (size_t n = 0; n < sizeof(queries) / sizeof(queries[0]); n++)
                         check_kernels(dims[d], d % 2 ? 64 : 192, queries[n]);
+        /*
+         * Batches whose 4-query passes prefetch the next 64-row tile (the
+         * first four passes of a tile), with odd dims and a remainder.
+         */
+        check_kernels(383, 256, 16);
+        check_kernels(386, 128, 17);
+        check_kernels(5, 320, 31);
         check_kernels(384, 4096, 32);
 }
 

@@ -2,7 +2,7 @@
  * test_vecstore.c - the shard vector store against a naive scan kept beside
  * it, in both search modes (exact and int8 with re-rank): batches of puts,
  * top-k with filters (base model, NSFW, blocked rows) and tombstones, batched
- * queries against single ones, helper threads, replace, reopen, migration of
+ * queries against single ones, helper threads, exact ties, replace, reopen, migration of
  * a format 1 store, dim/model mismatch, a full memory map, misuse.  Every
  * store lives in a fresh mkdtemp directory that is removed at the end.
  *
@@ -522,6 +522,77 @@ out:
         free(one);
 }
 
+/*
+ * Exact ties everywhere: 15 distinct vectors (7 directions, their negatives,
+ * zero) each repeated on hundreds of rows across blocks, so every cut of a
+ * top-k falls inside a run of equal scores, negative and zero ones
+ * included.  Both modes, single and batched, 1 and 3 threads, must give the
+ * naive order: score, then row ascending; int8 mode the same rows batched as
+ * single (its scores come from the same dot product either way).
+ */
+static void test_ties(const char *root, enum vecstore_scan scan)
+{
+        enum { DOCS = 3 * VECSTORE_BLOCK_ROWS + 50, DIM = 24, NQ = 6, DIRS = 7 };
+        static const size_t ks[] = {1, 3, K, VECSTORE_MAX_K};
+        char dir[4096], name[64];
+        struct mirror m = {0};
+        struct vecstore *vs = NULL;
+        struct vecstore_hit *hits = calloc(NQ * VECSTORE_MAX_K, sizeof(*hits));
+        struct vecstore_hit *one = calloc(VECSTORE_MAX_K, sizeof(*one));
+        struct scored *all = calloc(DOCS, sizeof(*all));
+        float dirs[DIRS * DIM], q[NQ * DIM];
+        size_t n_hits[NQ];
+        int rc;
+
+        snprintf(name, sizeof(name), "ties-%s", scan_name(scan));
+        store_path(dir, sizeof(dir), root, name);
+        CHECK(hits && one && all && mirror_init(&m, DIM, DOCS) == 0 &&
+              vecstore_open(dir, DIM, "m24", &vs, NULL) == 0);
+        if (!hits || !one || !all || !m.vecs || !vs)
+                goto out;
+        for (int d = 0; d < DIRS; d++)
+                random_unit(dirs + d * DIM, DIM);
+        for (size_t r = 0; r < DOCS; r++) {
+                float sign = r % 3 == 0 ? -1.0f : 1.0f;
+
+                for (int i = 0; i < DIM; i++)
+                        m.vecs[r * DIM + (size_t)i] =
+                            r % 11 == 0 ? 0.0f : sign * dirs[(r % DIRS) * DIM + (size_t)i];
+        }
+        for (int j = 0; j < NQ - 1; j++)
+                random_unit(q + j * DIM, DIM);
+        for (int i = 0; i < DIM; i++)
+                q[(NQ - 1) * DIM + i] = -dirs[i]; /* best: the negated rows of direction 0 */
+        rc = vecstore_begin(vs);
+        for (size_t r = 0; r < DOCS && rc == 0; r++)
+                rc = put_doc(vs, &m, r);
+        CHECK(rc == 0 && vecstore_commit(vs, 1) == 0);
+        vecstore_set_scan(vs, scan);
+        for (int t = 1; t <= 3; t += 2) {
+                CHECK(vecstore_set_threads(vs, t) == 0);
+                for (size_t i = 0; i < sizeof(ks) / sizeof(ks[0]); i++) {
+                        size_t k = ks[i];
+
+                        CHECK(vecstore_search_batch(vs, q, NQ, k, NULL, hits, n_hits) == 0);
+                        for (int j = 0; j < NQ; j++) {
+                                compare_hits(&m, q + j * DIM, k, NULL, hits + (size_t)j * k,
+                                             n_hits[j], all);
+                                CHECK(compare_search(vs, &m, q + j * DIM, k, NULL, one, all) ==
+                                      n_hits[j]);
+                                /* exact: sgemm and sgemv may break a tie differently */
+                                CHECK(scan == VECSTORE_SCAN_EXACT ||
+                                      same_hits(one, n_hits[j], hits + (size_t)j * k, n_hits[j]));
+                        }
+                }
+        }
+out:
+        vecstore_close(&vs);
+        mirror_release(&m);
+        free(all);
+        free(one);
+        free(hits);
+}
+
 /* Blocked rows from ids: sorted, deduplicated, unknown ids skipped. */
 static void test_rows_of_ids(const char *root)
 {
@@ -859,6 +930,8 @@ int main(void)
         test_search_matches_naive(root, 384, VECSTORE_SCAN_INT8);
         test_search_matches_naive(root, 7, VECSTORE_SCAN_INT8); /* codes padded to 8 */
         test_threads(root);
+        test_ties(root, VECSTORE_SCAN_EXACT);
+        test_ties(root, VECSTORE_SCAN_INT8);
         test_rows_of_ids(root);
         test_formats(root);
         test_small_and_empty(root, VECSTORE_SCAN_EXACT);
