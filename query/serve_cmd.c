@@ -1,23 +1,17 @@
 /*
- * serve_cmd.c - `stylus serve`: the query node's HTTP front (libmicrohttpd).
+ * serve_cmd.c - `stylus serve`: the query node's HTTP front (libmicrohttpd)
+ * over query/service.h, which has the requests, answers and errors.
  *
  *   method  path            body                       answer
  *   POST    /v1/compose     query/request.h            adapter set (query/forms.h), 200
  *   POST    /v1/retrieve    same                       {"candidates":[{id,name,score,...}]}
- *   GET     /healthz        -                          {"ok":true,"shards":N}
+ *   GET     /healthz        -                          {"ok":true}
  *   GET     /metrics        -                          Prometheus text
  *
- * Errors are {"error":{"code":"...","message":"..."}} with 400 (bad request),
- * 404, 405, 413 (body over limit), 500 (a shard serves another embedding
- * model: the message names both), 502 (the embeddings endpoint failed), 503
- * (no shard answered, or the endpoint rate-limits us), 504 (the endpoint
- * timed out).  All requests run on the one internal polling thread, which
- * owns the fan-out sockets and the embeddings client.
- *
- * The prompt is embedded by the embedder the --embed-* flags choose
- * (indexer/embedder_choice.h): it must be the index's model, whose name goes
- * in every QUERY.  The composer's topic matching uses the built-in sparse
- * features whatever the choice (query/composer.c).
+ * Errors are {"error":{"code":"...","message":"..."}} with service.h's
+ * statuses, and 404 (no such path), 405 (wrong method), 413 (body over
+ * COMPOSE_REQUEST_MAX_BODY).  libmicrohttpd runs the requests on its one
+ * internal polling thread.
  */
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -34,21 +28,11 @@
 #include "proto/embed.h"
 #include "proto/log.h"
 #include "proto/wire.h"
-#include "query/composer.h"
 #include "query/fanout.h"
-#include "query/forms.h"
 #include "query/request.h"
+#include "query/service.h"
 
 #define MAX_SHARD_ARGS FANOUT_MAX_SHARDS
-#define QUERY_ARENA    ((size_t)256 << 20)
-
-struct server {
-        struct security security;
-        struct fanout *fanout;
-        struct embedder_choice embedder;
-        uint64_t requests, errors, composed, partial;
-        double seconds; /* summed request time of compose and retrieve */
-};
 
 /* Body accumulated across upload callbacks of one request. */
 struct upload {
@@ -83,203 +67,39 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, j
         return ret;
 }
 
-static enum MHD_Result send_error(struct server *srv, struct MHD_Connection *conn, unsigned status,
+static enum MHD_Result send_error(struct service *svc, struct MHD_Connection *conn, unsigned status,
                                   int code, const char *message)
 {
-        srv->errors++;
+        service_count_error(svc);
         return send_json(
             conn, status,
             json_pack("{s:{s:s,s:s}}", "error", "code", st_strerror(code), "message", message));
 }
 
-static unsigned status_of(int code)
+static enum MHD_Result run_request(struct service *svc, struct MHD_Connection *conn,
+                                   enum service_op op, const struct upload *up)
 {
-        switch (code) {
-        case ST_ETOOBIG:
-                return 413;
-        case ST_EAGAIN:
-                return 503;
-        case ST_EDIM:
-                return 500;
-        case ST_ENOMEM:
-                return 500;
-        default:
-                return 400;
-        }
+        json_t *answer = NULL;
+        unsigned status = service_handle(svc, op, up->data, up->len, &answer);
+
+        if (!answer)
+                return send_text(conn, 500, "text/plain", "out of memory", 13);
+        return send_json(conn, status, answer);
 }
 
-/* HTTP status of a failure of the embedder (an endpoint's, when one is configured). */
-static unsigned embed_status(int code)
+static enum MHD_Result metrics(struct service *svc, struct MHD_Connection *conn)
 {
-        switch (code) {
-        case ST_EAGAIN:
-                return 503;
-        case ST_ETIMEOUT:
-                return 504;
-        case ST_ENOMEM:
-        case ST_EINVAL:
-                return 500;
-        default:
-                return 502;
-        }
-}
+        char buf[4096];
 
-/*
- * Embed the prompt and fan out; candidates and coverage on success, else
- * the error and, when it is not status_of()'s, *status.
- */
-static int retrieve(struct server *srv, const struct compose_request *req, struct arena *a,
-                    struct composer_candidate **cand, size_t *n, double *coverage, unsigned *status,
-                    struct st_error *err)
-{
-        float *vec = arena_calloc(a, (size_t)srv->embedder.dim, sizeof(float));
-        const char *prompt = req->prompt;
-        struct st_error why = {0};
-        struct fanout_query q = {
-            .vector = vec,
-            .dim = srv->embedder.dim,
-            .model = srv->embedder.model,
-            .k = (size_t)req->k,
-            .base_model = req->base_model,
-            .allow_nsfw = req->allow_nsfw,
-        };
-        int rc;
-
-        if (!vec)
-                return st_fail(err, ST_ENOMEM, "out of memory");
-        rc = embedder_choice_embed(&srv->embedder, &prompt, 1, vec, &why);
-        if (rc) {
-                *status = embed_status(rc);
-                log_warn("cannot embed a prompt: %s", st_error_text(&why, rc));
-                return st_fail(err, rc, "cannot embed the prompt with %s: %s", srv->embedder.model,
-                               st_error_text(&why, rc));
-        }
-        rc = fanout_search(srv->fanout, &q, a, cand, n, coverage, err);
-        if (rc == 0 && *coverage < 1.0)
-                srv->partial++;
-        return rc;
-}
-
-/* Add coverage to a JSON answer made by the composer's formatter. */
-static json_t *with_coverage(const char *answer, double coverage)
-{
-        json_t *j = json_loads(answer, 0, NULL);
-
-        if (!j)
-                return NULL;
-        json_object_set_new(j, "partial", json_boolean(coverage < 1.0));
-        json_object_set_new(j, "coverage", json_real(coverage));
-        return j;
-}
-
-static enum MHD_Result compose(struct server *srv, struct MHD_Connection *conn,
-                               const struct upload *up, bool compose_too)
-{
-        struct st_error err = {0};
-        struct compose_request req;
-        struct composer_options opt;
-        struct composer_result res;
-        struct composer_candidate *cand;
-        struct arena a;
-        size_t n;
-        double coverage = 0;
-        char *answer = NULL;
-        json_t *j = NULL;
-        int64_t t0 = wire_now_ms();
-        enum MHD_Result ret;
-        unsigned status = 0;
-        int rc;
-
-        arena_init(&a, QUERY_ARENA);
-        rc = compose_request_parse(up->data ? up->data : "", up->len, &a, &req, &err);
-        if (!rc)
-                rc = retrieve(srv, &req, &a, &cand, &n, &coverage, &status, &err);
-        if (!rc && !compose_too) {
-                j = json_array();
-                for (size_t i = 0; i < n; i++)
-                        json_array_append_new(
-                            j, json_pack("{s:s,s:s,s:f,s:s?,s:s?,s:b}", "id", cand[i].doc->id,
-                                         "name", cand[i].doc->name, "score", (double)cand[i].score,
-                                         "task", cand[i].doc->task, "base_model",
-                                         cand[i].doc->base_model, "nsfw", cand[i].doc->nsfw));
-                j = json_pack("{s:o,s:b,s:f}", "candidates", j, "partial", coverage < 1.0,
-                              "coverage", coverage);
-        } else if (!rc) {
-                composer_options_default(&opt);
-                opt.base_model = req.base_model;
-                opt.n_images = req.n_images;
-                opt.allow_nsfw = req.allow_nsfw;
-                opt.allow_characters = req.allow_characters;
-                rc =
-                    composer_run(req.prompt, cand, n, &opt, &srv->embedder.builtin, &a, &res, &err);
-                if (!rc)
-                        rc = composer_result_to_json(&res, req.prompt, req.format, &answer);
-                if (!rc && !(j = with_coverage(answer, coverage)))
-                        rc = st_fail(&err, ST_ENOMEM, "cannot build the answer");
-                srv->composed += rc == 0;
-        }
-        srv->seconds += (double)(wire_now_ms() - t0) / 1000.0;
-        if (rc)
-                ret = send_error(srv, conn, status ? status : status_of(rc), rc,
-                                 st_error_text(&err, rc));
-        else
-                ret = send_json(conn, 200, j);
-        free(answer);
-        arena_release(&a);
-        return ret;
-}
-
-/* The embeddings client's counters, when there is one; "" otherwise. */
-static void embed_metrics(const struct server *srv, char *buf, size_t size)
-{
-        struct embed_http_stats st;
-
-        buf[0] = '\0';
-        if (!srv->embedder.http)
-                return;
-        embed_http_get_stats(srv->embedder.http, &st);
-        snprintf(buf, size,
-                 "# TYPE stylus_embed_requests_total counter\n"
-                 "stylus_embed_requests_total %llu\n"
-                 "# TYPE stylus_embed_retries_total counter\n"
-                 "stylus_embed_retries_total %llu\n"
-                 "# TYPE stylus_embed_rate_limited_total counter\n"
-                 "stylus_embed_rate_limited_total %llu\n"
-                 "# TYPE stylus_embed_failures_total counter\n"
-                 "stylus_embed_failures_total %llu\n",
-                 (unsigned long long)st.requests, (unsigned long long)st.retries,
-                 (unsigned long long)st.rate_limited, (unsigned long long)st.failures);
-}
-
-static enum MHD_Result metrics(struct server *srv, struct MHD_Connection *conn)
-{
-        char buf[2048], embed[768];
-        int len;
-
-        embed_metrics(srv, embed, sizeof(embed));
-        len = snprintf(buf, sizeof(buf),
-                       "# TYPE stylus_query_requests_total counter\n"
-                       "stylus_query_requests_total %llu\n"
-                       "# TYPE stylus_query_errors_total counter\n"
-                       "stylus_query_errors_total %llu\n"
-                       "# TYPE stylus_query_composed_total counter\n"
-                       "stylus_query_composed_total %llu\n"
-                       "# TYPE stylus_query_partial_total counter\n"
-                       "stylus_query_partial_total %llu\n"
-                       "# TYPE stylus_query_seconds_total counter\n"
-                       "stylus_query_seconds_total %.3f\n%s",
-                       (unsigned long long)srv->requests, (unsigned long long)srv->errors,
-                       (unsigned long long)srv->composed, (unsigned long long)srv->partial,
-                       srv->seconds, embed);
-
-        return send_text(conn, 200, "text/plain; version=0.0.4", buf, (size_t)len);
+        service_metrics(svc, buf, sizeof(buf));
+        return send_text(conn, 200, "text/plain; version=0.0.4", buf, strlen(buf));
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *data,
                                   size_t *data_size, void **state)
 {
-        struct server *srv = cls;
+        struct service *svc = cls;
         struct upload *up = *state;
         bool post = !strcmp(method, "POST");
 
@@ -307,19 +127,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 *data_size = 0;
                 return MHD_YES;
         }
-        srv->requests++;
         if (post && up->too_big)
-                return send_error(srv, conn, 413, ST_ETOOBIG, "request body over 64 KiB");
+                return send_error(svc, conn, 413, ST_ETOOBIG, "request body over 64 KiB");
         if (!strcmp(url, "/v1/compose") || !strcmp(url, "/v1/retrieve")) {
                 if (!post)
-                        return send_error(srv, conn, 405, ST_EINVAL, "use POST");
-                return compose(srv, conn, up, !strcmp(url, "/v1/compose"));
+                        return send_error(svc, conn, 405, ST_EINVAL, "use POST");
+                return run_request(svc, conn,
+                                   !strcmp(url, "/v1/compose") ? SERVICE_COMPOSE : SERVICE_RETRIEVE,
+                                   up);
         }
         if (!strcmp(url, "/healthz"))
                 return send_json(conn, 200, json_pack("{s:b}", "ok", 1));
         if (!strcmp(url, "/metrics"))
-                return metrics(srv, conn);
-        return send_error(srv, conn, 404, ST_ENOTFOUND, "no such endpoint");
+                return metrics(svc, conn);
+        return send_error(svc, conn, 404, ST_ENOTFOUND, "no such endpoint");
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **state,
@@ -408,7 +229,9 @@ int cmd_serve(int argc, char **argv)
             {NULL, 0, NULL, 0},
         };
         static volatile sig_atomic_t stop;
-        struct server srv = {0};
+        struct service_config cfg = {0};
+        struct service *svc = NULL;
+        struct security security = {0};
         struct st_error err = {0};
         struct embedder_flags ef;
         struct sockaddr_in sa;
@@ -474,38 +297,37 @@ int cmd_serve(int argc, char **argv)
                 return 2;
         }
         log_setup("serve", LOG_INFO);
-        if (embedder_choice_open(&srv.embedder, &ef, (int)dim, EMBEDDER_DEADLINE_QUERY_MS, &err)) {
+        cfg.shards = shards;
+        cfg.n_shards = n_shards;
+        cfg.deadline_ms = deadline;
+        cfg.security = &security;
+        cfg.embed = &ef;
+        cfg.dim = (int)dim;
+        if (security_load(&security, curve_key, curve_server_key, NULL, &err) ||
+            service_open(&cfg, &svc, &err)) {
                 fprintf(stderr, "stylus serve: %s\n", st_error_text(&err, err.code));
-                return 2;
-        }
-        if (security_load(&srv.security, curve_key, curve_server_key, NULL, &err) ||
-            fanout_new(shards, n_shards, deadline, &srv.security, &srv.fanout, &err)) {
-                log_error("%s", err.msg);
-                security_release(&srv.security);
-                embedder_choice_close(&srv.embedder);
+                security_release(&security);
                 return 1;
         }
         d = MHD_start_daemon(
-            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, &srv,
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, svc,
             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
             NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
             (size_t)(256 << 10), MHD_OPTION_END);
         if (!d) {
                 log_error("cannot listen on %s", listen);
-                fanout_destroy(&srv.fanout);
-                security_release(&srv.security);
-                embedder_choice_close(&srv.embedder);
+                service_close(&svc);
+                security_release(&security);
                 return 1;
         }
         log_info("query node on http://%s over %zu shard(s), embedding model %s (%d dims)", listen,
-                 n_shards, srv.embedder.model, srv.embedder.dim);
+                 n_shards, service_model(svc), service_dim(svc));
         worker_stop_on_signals(&stop);
         while (!stop)
                 pause();
         MHD_stop_daemon(d);
-        fanout_destroy(&srv.fanout);
-        security_release(&srv.security);
-        embedder_choice_close(&srv.embedder);
-        log_info("query node stopped after %llu requests", (unsigned long long)srv.requests);
+        service_close(&svc);
+        security_release(&security);
+        log_info("query node stopped");
         return 0;
 }

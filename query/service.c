@@ -1,0 +1,297 @@
+/* service.c - the query node's requests (see service.h). */
+#include "query/service.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "proto/log.h"
+#include "proto/wire.h"
+#include "query/composer.h"
+#include "query/fanout.h"
+#include "query/forms.h"
+#include "query/request.h"
+
+#define QUERY_ARENA ((size_t)256 << 20)
+
+struct service {
+        pthread_mutex_t lock; /* one request at a time; guards everything below */
+        struct fanout *fanout;
+        struct embedder_choice embedder;
+        uint64_t requests, errors, composed, partial;
+        double seconds; /* summed time of the requests handled */
+};
+
+int service_open(const struct service_config *cfg, struct service **out, struct st_error *err)
+{
+        struct service *s = calloc(1, sizeof(*s));
+
+        *out = NULL;
+        if (!s)
+                return st_fail(err, ST_ENOMEM, "query node: out of memory");
+        if (pthread_mutex_init(&s->lock, NULL) != 0) {
+                free(s);
+                return st_fail(err, ST_ENOMEM, "query node: cannot make a mutex");
+        }
+        if (embedder_choice_open(&s->embedder, cfg->embed, cfg->dim, EMBEDDER_DEADLINE_QUERY_MS,
+                                 err)) {
+                pthread_mutex_destroy(&s->lock);
+                free(s);
+                return err->code ? err->code : ST_EINVAL;
+        }
+        if (fanout_new(cfg->shards, cfg->n_shards, cfg->deadline_ms, cfg->security, &s->fanout,
+                       err)) {
+                embedder_choice_close(&s->embedder);
+                pthread_mutex_destroy(&s->lock);
+                free(s);
+                return err->code ? err->code : ST_EINVAL;
+        }
+        *out = s;
+        return 0;
+}
+
+void service_close(struct service **sp)
+{
+        struct service *s = *sp;
+
+        if (!s)
+                return;
+        fanout_destroy(&s->fanout);
+        embedder_choice_close(&s->embedder);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        *sp = NULL;
+}
+
+const char *service_model(const struct service *s)
+{
+        return s->embedder.model;
+}
+
+int service_dim(const struct service *s)
+{
+        return s->embedder.dim;
+}
+
+static unsigned status_of(int code)
+{
+        switch (code) {
+        case ST_ETOOBIG:
+                return 413;
+        case ST_EAGAIN:
+                return 503;
+        case ST_EDIM:
+                return 500;
+        case ST_ENOMEM:
+                return 500;
+        default:
+                return 400;
+        }
+}
+
+/* Status of a failure of the embedder (an endpoint's, when one is configured). */
+static unsigned embed_status(int code)
+{
+        switch (code) {
+        case ST_EAGAIN:
+                return 503;
+        case ST_ETIMEOUT:
+                return 504;
+        case ST_ENOMEM:
+        case ST_EINVAL:
+                return 500;
+        default:
+                return 502;
+        }
+}
+
+/*
+ * Embed the prompt and fan out; candidates and coverage on success, else
+ * the error and, when it is not status_of()'s, *status.
+ */
+static int retrieve(struct service *s, const struct compose_request *req, struct arena *a,
+                    struct composer_candidate **cand, size_t *n, double *coverage, unsigned *status,
+                    struct st_error *err)
+{
+        float *vec = arena_calloc(a, (size_t)s->embedder.dim, sizeof(float));
+        const char *prompt = req->prompt;
+        struct st_error why = {0};
+        struct fanout_query q = {
+            .vector = vec,
+            .dim = s->embedder.dim,
+            .model = s->embedder.model,
+            .k = (size_t)req->k,
+            .base_model = req->base_model,
+            .allow_nsfw = req->allow_nsfw,
+        };
+        int rc;
+
+        if (!vec)
+                return st_fail(err, ST_ENOMEM, "out of memory");
+        rc = embedder_choice_embed(&s->embedder, &prompt, 1, vec, &why);
+        if (rc) {
+                *status = embed_status(rc);
+                log_warn("cannot embed a prompt: %s", st_error_text(&why, rc));
+                return st_fail(err, rc, "cannot embed the prompt with %s: %s", s->embedder.model,
+                               st_error_text(&why, rc));
+        }
+        rc = fanout_search(s->fanout, &q, a, cand, n, coverage, err);
+        if (rc == 0 && *coverage < 1.0)
+                s->partial++;
+        return rc;
+}
+
+/* Add coverage to a JSON answer made by the composer's formatter. */
+static json_t *with_coverage(const char *answer, double coverage)
+{
+        json_t *j = json_loads(answer, 0, NULL);
+
+        if (!j)
+                return NULL;
+        json_object_set_new(j, "partial", json_boolean(coverage < 1.0));
+        json_object_set_new(j, "coverage", json_real(coverage));
+        return j;
+}
+
+static json_t *candidates_json(const struct composer_candidate *cand, size_t n, double coverage)
+{
+        json_t *j = json_array();
+
+        for (size_t i = 0; j && i < n; i++)
+                json_array_append_new(
+                    j, json_pack("{s:s,s:s,s:f,s:s?,s:s?,s:b}", "id", cand[i].doc->id, "name",
+                                 cand[i].doc->name, "score", (double)cand[i].score, "task",
+                                 cand[i].doc->task, "base_model", cand[i].doc->base_model, "nsfw",
+                                 cand[i].doc->nsfw));
+        return j ? json_pack("{s:o,s:b,s:f}", "candidates", j, "partial", coverage < 1.0,
+                             "coverage", coverage)
+                 : NULL;
+}
+
+static json_t *error_json(int code, const char *message)
+{
+        return json_pack("{s:{s:s,s:s}}", "error", "code", st_strerror(code), "message", message);
+}
+
+/* service_handle() with the lock held. */
+static unsigned handle(struct service *s, enum service_op op, const char *body, size_t len,
+                       json_t **answer)
+{
+        struct st_error err = {0};
+        struct compose_request req;
+        struct composer_options opt;
+        struct composer_result res;
+        struct composer_candidate *cand = NULL;
+        struct arena a;
+        size_t n = 0;
+        double coverage = 0;
+        char *text = NULL;
+        json_t *j = NULL;
+        unsigned status = 0;
+        int rc;
+
+        arena_init(&a, QUERY_ARENA);
+        rc = compose_request_parse(body ? body : "", len, &a, &req, &err);
+        if (!rc)
+                rc = retrieve(s, &req, &a, &cand, &n, &coverage, &status, &err);
+        if (!rc && op == SERVICE_RETRIEVE) {
+                if (!(j = candidates_json(cand, n, coverage)))
+                        rc = st_fail(&err, ST_ENOMEM, "cannot build the answer");
+        } else if (!rc) {
+                composer_options_default(&opt);
+                opt.base_model = req.base_model;
+                opt.n_images = req.n_images;
+                opt.allow_nsfw = req.allow_nsfw;
+                opt.allow_characters = req.allow_characters;
+                rc = composer_run(req.prompt, cand, n, &opt, &s->embedder.builtin, &a, &res, &err);
+                if (!rc)
+                        rc = composer_result_to_json(&res, req.prompt, req.format, &text);
+                if (!rc && !(j = with_coverage(text, coverage)))
+                        rc = st_fail(&err, ST_ENOMEM, "cannot build the answer");
+                s->composed += rc == 0;
+        }
+        free(text);
+        arena_release(&a);
+        if (rc) {
+                s->errors++;
+                *answer = error_json(rc, st_error_text(&err, rc));
+                return status ? status : status_of(rc);
+        }
+        *answer = j;
+        return 200;
+}
+
+unsigned service_handle(struct service *s, enum service_op op, const char *body, size_t len,
+                        json_t **answer)
+{
+        int64_t t0;
+        unsigned status;
+
+        *answer = NULL;
+        pthread_mutex_lock(&s->lock);
+        t0 = wire_now_ms();
+        s->requests++;
+        if (len > COMPOSE_REQUEST_MAX_BODY) {
+                s->errors++;
+                *answer = error_json(ST_ETOOBIG, "request body over 64 KiB");
+                status = 413;
+        } else {
+                status = handle(s, op, body, len, answer);
+        }
+        s->seconds += (double)(wire_now_ms() - t0) / 1000.0;
+        pthread_mutex_unlock(&s->lock);
+        return *answer ? status : 500;
+}
+
+void service_count_error(struct service *s)
+{
+        pthread_mutex_lock(&s->lock);
+        s->requests++;
+        s->errors++;
+        pthread_mutex_unlock(&s->lock);
+}
+
+/* The embeddings client's counters, when there is one; "" otherwise. */
+static void embed_metrics(const struct service *s, char *buf, size_t size)
+{
+        struct embed_http_stats st;
+
+        buf[0] = '\0';
+        if (!s->embedder.http)
+                return;
+        embed_http_get_stats(s->embedder.http, &st);
+        snprintf(buf, size,
+                 "# TYPE stylus_embed_requests_total counter\n"
+                 "stylus_embed_requests_total %llu\n"
+                 "# TYPE stylus_embed_retries_total counter\n"
+                 "stylus_embed_retries_total %llu\n"
+                 "# TYPE stylus_embed_rate_limited_total counter\n"
+                 "stylus_embed_rate_limited_total %llu\n"
+                 "# TYPE stylus_embed_failures_total counter\n"
+                 "stylus_embed_failures_total %llu\n",
+                 (unsigned long long)st.requests, (unsigned long long)st.retries,
+                 (unsigned long long)st.rate_limited, (unsigned long long)st.failures);
+}
+
+void service_metrics(struct service *s, char *buf, size_t size)
+{
+        char embed[768];
+
+        pthread_mutex_lock(&s->lock);
+        embed_metrics(s, embed, sizeof(embed));
+        snprintf(buf, size,
+                 "# TYPE stylus_query_requests_total counter\n"
+                 "stylus_query_requests_total %llu\n"
+                 "# TYPE stylus_query_errors_total counter\n"
+                 "stylus_query_errors_total %llu\n"
+                 "# TYPE stylus_query_composed_total counter\n"
+                 "stylus_query_composed_total %llu\n"
+                 "# TYPE stylus_query_partial_total counter\n"
+                 "stylus_query_partial_total %llu\n"
+                 "# TYPE stylus_query_seconds_total counter\n"
+                 "stylus_query_seconds_total %.3f\n%s",
+                 (unsigned long long)s->requests, (unsigned long long)s->errors,
+                 (unsigned long long)s->composed, (unsigned long long)s->partial, s->seconds,
+                 embed);
+        pthread_mutex_unlock(&s->lock);
+}
