@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- a growable string with a hard maximum and a sticky error ---- */
 
@@ -92,49 +93,156 @@ static const char *base_name(const char *path)
         return slash ? slash + 1 : path;
 }
 
-static const char *file_name(const struct st_doc *d)
+/* A byte that a file name on Linux, macOS or Windows, or A1111's <lora:NAME:W>, cannot hold. */
+static bool bad_name_byte(unsigned char ch)
 {
-        const struct st_file *f = composer_primary_file(d);
-
-        return f && f->name && f->name[0] ? f->name : NULL;
+        return ch < 0x20 || ch == 0x7f || strchr("/\\:*?\"<>|", ch) != NULL;
 }
 
-/* A1111's name of an adapter: its file's base name without extension. */
-static void lora_name(struct buf *b, const struct st_doc *d)
+/*
+ * Append s[0..len) as part of a file name: bytes bad_name_byte() refuses
+ * become '_', at most max bytes, not cut inside a UTF-8 sequence.
+ */
+static void name_part(struct buf *b, const char *s, size_t len, size_t max)
 {
-        const char *file = file_name(d);
-        const char *s = file ? base_name(file) : d->name;
-        size_t len = s ? strlen(s) : 0;
-        const char *dot = s ? strrchr(s, '.') : NULL;
-
-        if (file && dot && dot > s)
-                len = (size_t)(dot - s);
-        if (len == 0) {
-                buf_str(b, "lora");
-                return;
+        if (len > max) {
+                len = max;
+                while (len > 0 && ((unsigned char)s[len] & 0xc0) == 0x80)
+                        len--;
         }
         for (size_t i = 0; i < len; i++) {
-                unsigned char ch = (unsigned char)s[i];
-                bool keep = file ? !(ch < 0x20 || ch == 0x7f || ch == ':' || ch == '<' || ch == '>')
-                                 : ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                                    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.');
-                char c = keep ? (char)ch : '_';
+                char c = bad_name_byte((unsigned char)s[i]) ? '_' : s[i];
 
                 buf_add(b, &c, 1);
         }
 }
 
-/* ComfyUI's name: the file's base name, or the A1111 name + ".safetensors". */
-static void comfy_file(struct buf *b, const struct st_doc *d)
+/* The extension of the primary file (".safetensors" when it has none of 1-15 letters or digits). */
+static void file_ext(struct buf *b, const struct st_doc *d)
 {
-        const char *file = file_name(d);
+        const struct st_file *f = composer_primary_file(d);
+        const char *base = f && f->name ? base_name(f->name) : "";
+        const char *dot = strrchr(base, '.');
+        size_t n = dot && dot > base ? strlen(dot + 1) : 0;
 
-        if (file) {
-                buf_str(b, base_name(file));
-                return;
+        for (size_t i = 0; i < n; i++)
+                if (!((dot[1 + i] >= 'a' && dot[1 + i] <= 'z') ||
+                      (dot[1 + i] >= 'A' && dot[1 + i] <= 'Z') ||
+                      (dot[1 + i] >= '0' && dot[1 + i] <= '9')))
+                        n = 0;
+        if (n == 0 || n > 15)
+                buf_str(b, ".safetensors");
+        else
+                buf_add(b, dot, n + 1);
+}
+
+static bool hf_repo(const struct st_doc *d, struct buf *repo, struct buf *revision);
+
+/*
+ * The stem of the name to save an adapter's file under: a Hugging Face
+ * adapter's repo as "owner__name" (their files are often all called
+ * pytorch_lora_weights), else the primary file's base name without its
+ * extension, else the adapter's name.  At most NAME_STEM_MAX bytes; never
+ * empty, never starting with '.'.
+ */
+#define NAME_STEM_MAX 120
+static void file_stem(struct buf *b, const struct st_doc *d)
+{
+        const struct st_file *f = composer_primary_file(d);
+        struct buf repo = {0}, revision = {0};
+        size_t start = b->len;
+
+        if (hf_repo(d, &repo, &revision)) {
+                char *slash = strchr(repo.p, '/');
+
+                if (slash) {
+                        name_part(b, repo.p, (size_t)(slash - repo.p), NAME_STEM_MAX / 2);
+                        buf_str(b, "__");
+                        name_part(b, slash + 1, strlen(slash + 1), NAME_STEM_MAX / 2);
+                } else {
+                        name_part(b, repo.p, repo.len, NAME_STEM_MAX);
+                }
+        } else if (f && f->name && *base_name(f->name)) {
+                const char *base = base_name(f->name), *dot = strrchr(base, '.');
+
+                name_part(b, base, dot && dot > base ? (size_t)(dot - base) : strlen(base),
+                          NAME_STEM_MAX);
+        } else if (d->name) {
+                name_part(b, d->name, strlen(d->name), NAME_STEM_MAX);
         }
-        lora_name(b, d);
-        buf_str(b, ".safetensors");
+        if (!b->rc)
+                b->rc = repo.rc ? repo.rc : revision.rc;
+        free(repo.p);
+        free(revision.p);
+        if (b->rc)
+                return;
+        if (b->len == start)
+                buf_str(b, "lora");
+        else if (b->p[start] == '.')
+                b->p[start] = '_';
+}
+
+/* Stem and extension of adapter j, ignoring the others. */
+static char *plain_name(const struct composer_result *r, size_t j, int *rc)
+{
+        struct buf b = {0};
+        char *s = NULL;
+
+        file_stem(&b, r->adapters[j].doc);
+        file_ext(&b, r->adapters[j].doc);
+        if (buf_finish(&b, &s) && !*rc)
+                *rc = ST_ENOMEM;
+        return s;
+}
+
+/*
+ * The name to save adapter j's file under, which the A1111, ComfyUI and
+ * local diffusers forms all use: plain_name(), and when another adapter of
+ * the result has the same one (ignoring case), "-" and j's version (what
+ * follows '@' in its id, at most 12 bytes) before the extension, so that
+ * two files never overwrite each other in one folder.  With ext false,
+ * without the extension (A1111's NAME).
+ */
+static void save_as(struct buf *b, const struct composer_result *r, size_t j, bool ext)
+{
+        const struct st_doc *d = r->adapters[j].doc;
+        char *mine = plain_name(r, j, &b->rc);
+        bool clash = false;
+
+        for (size_t i = 0; mine && i < r->n_adapters && !clash; i++) {
+                char *other = i == j ? NULL : plain_name(r, i, &b->rc);
+
+                clash = other && strcasecmp(mine, other) == 0;
+                free(other);
+        }
+        free(mine);
+        file_stem(b, d);
+        if (clash) {
+                const char *at = d->id ? strrchr(d->id, '@') : NULL;
+                char tmp[32];
+
+                buf_str(b, "-");
+                if (at && at[1]) {
+                        name_part(b, at + 1, strlen(at + 1), 12);
+                } else {
+                        snprintf(tmp, sizeof(tmp), "%zu", j);
+                        buf_str(b, tmp);
+                }
+        }
+        if (ext)
+                file_ext(b, d);
+}
+
+/* save_as() as a new string (NULL: out of memory, noted in *rc). */
+static char *save_as_string(const struct composer_result *r, size_t j, bool ext, int *rc)
+{
+        struct buf b = {0};
+        char *s = NULL;
+
+        save_as(&b, r, j, ext);
+        if (buf_finish(&b, &s) && !*rc)
+                *rc = ST_ENOMEM;
+        return s;
 }
 
 /* ---- A1111 ---- */
@@ -155,7 +263,7 @@ int forms_a1111(const struct composer_result *r, const char *prompt, size_t imag
                 if (!active(r, image, j))
                         continue;
                 buf_str(&b, ", <lora:");
-                lora_name(&b, r->adapters[j].doc);
+                save_as(&b, r, j, false);
                 buf_str(&b, ":");
                 buf_weight(&b, weight(r, image, j));
                 buf_str(&b, ">");
@@ -224,12 +332,8 @@ static json_t *lora_loader(const struct composer_result *r, size_t image, size_t
 {
         json_t *node = json_object(), *inputs = json_object(), *meta = json_object();
         const struct st_doc *d = r->adapters[j].doc;
-        struct buf file = {0};
-        char *name = NULL;
+        char *name = save_as_string(r, j, true, rc);
 
-        comfy_file(&file, d);
-        if (buf_finish(&file, &name) && !*rc)
-                *rc = ST_ENOMEM;
         if (!node || !inputs || !meta || !name) {
                 json_decref(node);
                 json_decref(inputs);
@@ -344,13 +448,14 @@ static bool hf_repo(const struct st_doc *d, struct buf *repo, struct buf *revisi
  * One adapter: a comment naming it, then its load_lora_weights() call, from
  * the Hub for Hugging Face adapters, else from the local "loras" folder.
  */
-static void load_line(struct buf *b, const struct st_doc *d, size_t j)
+static void load_line(struct buf *b, const struct composer_result *r, size_t j)
 {
+        const struct st_doc *d = r->adapters[j].doc;
         const struct st_file *f = composer_primary_file(d);
         struct buf repo = {0}, revision = {0}, file = {0};
         bool hub = hf_repo(d, &repo, &revision) && f && f->name;
 
-        comfy_file(&file, d);
+        save_as(&file, r, j, true);
         buf_str(b, "# ");
         adapter_var(b, j, false);
         buf_str(b, ": ");
@@ -416,7 +521,7 @@ int forms_diffusers(const struct composer_result *r, char **out)
                 return buf_finish(&b, out);
         }
         for (size_t j = 0; j < r->n_adapters; j++)
-                load_line(&b, r->adapters[j].doc, j);
+                load_line(&b, r, j);
         set_adapters_line(&b, r, 0);
         for (size_t i = 1; i < r->n_images; i++) {
                 snprintf(tmp, sizeof(tmp), "# image %zu: ", i);
@@ -439,9 +544,11 @@ static json_t *adapter_json(const struct composer_result *r, size_t j, int *rc)
         const struct st_doc *d = ad->doc;
         const struct st_file *f = composer_primary_file(d);
         json_t *o = json_object();
+        char *local;
 
         if (!o)
                 return NULL;
+        local = save_as_string(r, j, true, rc);
         put(o, "id", text(d->id), rc);
         put(o, "name", text(d->name), rc);
         put(o, "task", text(d->task), rc);
@@ -454,6 +561,8 @@ static json_t *adapter_json(const struct composer_result *r, size_t j, int *rc)
         put(o, "download_url", text(f ? f->download_url : NULL), rc);
         put(o, "sha256", text(f ? f->sha256 : NULL), rc);
         put(o, "file_name", text(f ? f->name : NULL), rc);
+        put(o, "save_as", local ? text(local) : NULL, rc);
+        free(local);
         put(o, "card_url", text(d->card_url), rc);
         return o;
 }

@@ -24,7 +24,8 @@
  *     .base_model    string|null
  *     .download_url  string|null of the primary file (composer_primary_file)
  *     .sha256        string|null of the primary file
- *     .file_name     string|null of the primary file
+ *     .file_name     string|null of the primary file, as its source names it
+ *     .save_as       string      the name the forms expect the file under (below)
  *     .card_url      string|null
  *   images           [object]  one per image, n_images in all:
  *     .adapters      [string]    ids applied on this image
@@ -43,10 +44,21 @@
  *   "json"     (no "forms" key)
  *   "a1111"    a1111 only; likewise "comfyui", "diffusers"
  *
- * Names used in the forms: A1111 refers to a LoRA by its file name without
- * extension, so NAME in <lora:NAME:W> is the primary file's base name minus
- * its extension (a sanitized adapter name when it has no file), with ':',
- * '<', '>' and control bytes replaced by '_': save the file under that name.
+ * The file name the forms use (save_as): the A1111 prompt names a LoRA by
+ * its file name without extension, ComfyUI's LoraLoader by its file name,
+ * and the diffusers snippet loads non-Hub adapters from "loras/<name>", so
+ * all three use one name per adapter, the JSON's save_as:
+ *   - Hugging Face: "<owner>__<repo>" and the primary file's extension
+ *     (Hub LoRA files are mostly all "pytorch_lora_weights.safetensors");
+ *   - otherwise (Civitai): the primary file's base name, as downloaded;
+ *   - bytes no file system or A1111 prompt takes (/ \ : * ? " < > | and
+ *     control bytes) become '_', a leading '.' too; the stem is cut to 120 bytes at
+ *     a UTF-8 boundary; an extension that is not 1-15 letters or digits
+ *     becomes ".safetensors";
+ *   - when two adapters of one answer would get the same name (ignoring
+ *     case), each gets "-<version>" (what follows '@' in its id) before the
+ *     extension.
+ * Save each download_url under save_as in the tool's LoRA folder.
  *
  * Ownership: every output is malloc'd (json_t: a new reference); the caller
  * frees it (json_decref).  Thread rules: none; no state is kept.

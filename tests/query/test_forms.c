@@ -111,11 +111,11 @@ static void test_a1111(void)
         CHECK(forms_a1111(&result, prompt, 0, &s) == 0);
         CHECK(s && strcmp(s, "a corgi in watercolor style with an umbrella, "
                              "<lora:corgi_dog_v1:0.32>, <lora:Fluffy_Corgi:0.40>, "
-                             "<lora:watercolor_v3:0.56>") == 0);
+                             "<lora:someone__watercolor:0.56>") == 0);
         free(s);
         CHECK(forms_a1111(&result, prompt, 1, &s) == 0);
         CHECK(s && strcmp(s, "a corgi in watercolor style with an umbrella, "
-                             "<lora:Fluffy_Corgi:0.80>, <lora:watercolor_v3:0.56>") == 0);
+                             "<lora:Fluffy_Corgi:0.80>, <lora:someone__watercolor:0.56>") == 0);
         free(s);
         CHECK(forms_a1111(&result, prompt, 2, &s) == ST_EINVAL);
         CHECK(s == NULL);
@@ -158,7 +158,8 @@ static void test_comfyui(void)
         CHECK(linked(n101, "model", "100", 0) && linked(n101, "clip", "100", 1));
         CHECK(linked(n102, "model", "101", 0) && linked(n102, "clip", "101", 1));
         CHECK(strcmp(input_string(n100, "lora_name"), "corgi_dog_v1.safetensors") == 0);
-        CHECK(strcmp(input_string(n101, "lora_name"), "Fluffy:Corgi.safetensors") == 0);
+        CHECK(strcmp(input_string(n101, "lora_name"), "Fluffy_Corgi.safetensors") == 0);
+        CHECK(strcmp(input_string(n102, "lora_name"), "someone__watercolor.safetensors") == 0);
         CHECK(input_real(n100, "strength_model") == 0.32);
         CHECK(input_real(n100, "strength_clip") == 0.32);
         CHECK(input_real(n102, "strength_model") == 0.56);
@@ -193,7 +194,8 @@ static void test_diffusers(void)
         CHECK(contains(s,
                        "pipe.load_lora_weights(\"loras\", weight_name=\"corgi_dog_v1.safetensors\","
                        " adapter_name=\"a0\")\n"));
-        CHECK(contains(s, "weight_name=\"Fluffy:Corgi.safetensors\", adapter_name=\"a1\")\n"));
+        CHECK(contains(s, "weight_name=\"Fluffy_Corgi.safetensors\", adapter_name=\"a1\")\n"));
+        CHECK(contains(s, " to loras/Fluffy_Corgi.safetensors\n"));
         CHECK(contains(s, "https://civitai.test/api/download/models/1"));
         CHECK(contains(s, "pipe.load_lora_weights(\"someone/watercolor\", "
                           "weight_name=\"watercolor_v3.safetensors\", revision=\"0f1e\", "
@@ -231,10 +233,95 @@ static void test_diffusers_escaping(void)
         ad.doc = &evil;
         CHECK(forms_diffusers(&r, &s) == 0);
         CHECK(s && !contains(s, "\nimport os"));
-        CHECK(contains(s, "weight_name=\"x\\\"); import os #\\x0a.safetensors\""));
+        CHECK(contains(s, "weight_name=\"x_); import os #_.safetensors\""));
         free(s);
         CHECK(forms_a1111(&r, "p", 0, &s) == 0);
-        CHECK(s && strcmp(s, "p, <lora:x\"); import os #_:0.64>") == 0);
+        CHECK(s && strcmp(s, "p, <lora:x_); import os #_:0.64>") == 0);
+        free(s);
+
+        /* From the Hub the file's own name goes into a string literal, escaped. */
+        evil.id = "hf:a/b@c";
+        evil.source = "hf";
+        CHECK(forms_diffusers(&r, &s) == 0);
+        CHECK(s && !contains(s, "\nimport os"));
+        CHECK(contains(s, "weight_name=\"x\\\"); import os #\\x0a.safetensors\", revision=\"c\""));
+        free(s);
+}
+
+/* forms_a1111() of a one-image result of docs d[0..n), all active: the names it gives. */
+static char *a1111_of(struct st_doc *d, size_t n)
+{
+        struct composer_adapter ad[8];
+        size_t idx[8];
+        bool mask[8];
+        double weight[8];
+        struct composer_topic topic = {"t", idx, n};
+        struct composer_result r = {.composer = "rules",
+                                    .topics = &topic,
+                                    .n_topics = 1,
+                                    .adapters = ad,
+                                    .n_adapters = n,
+                                    .n_images = 1,
+                                    .masks = mask,
+                                    .weights = weight};
+        char *s = NULL;
+
+        for (size_t i = 0; i < n && i < 8; i++) {
+                ad[i] = adapters[0];
+                ad[i].doc = &d[i];
+                idx[i] = i;
+                mask[i] = true;
+                weight[i] = 0.5;
+        }
+        return forms_a1111(&r, "p", 0, &s) == 0 ? s : NULL;
+}
+
+/*
+ * The one name per adapter (save_as): clashes get the version, case
+ * ignored; long names cut at a UTF-8 boundary; a leading dot, odd
+ * extensions, Hub repos without an owner, adapters without a file name.
+ */
+static void test_save_as(void)
+{
+        struct st_file f[] = {
+            {"style.safetensors", 1, NULL, NULL}, {"dir/STYLE.safetensors", 1, NULL, NULL},
+            {"style.safetensors", 1, NULL, NULL}, {".hidden.pt", 1, NULL, NULL},
+            {"odd.tar gz", 1, NULL, NULL},        {"", 1, NULL, NULL},
+        };
+        struct st_doc d[6];
+        char long_name[300], *s;
+
+        for (size_t i = 0; i < 6; i++) {
+                d[i] = docs[0];
+                d[i].files = &f[i];
+        }
+        d[0].id = "civitai:1@11";
+        d[1].id = "civitai:2@22";
+        d[2].id = "hf:solo@0123abcd";
+        d[2].source = "hf";
+        d[3].id = "civitai:4@44";
+        d[4].id = "civitai:5@55";
+        d[5].id = "civitai:6@66";
+        d[5].name = "No File: Name";
+        s = a1111_of(d, 6);
+        CHECK(s &&
+              strcmp(s, "p, <lora:style-11:0.50>, <lora:STYLE-22:0.50>, <lora:solo:0.50>, "
+                        "<lora:_hidden:0.50>, <lora:odd:0.50>, <lora:No File_ Name:0.50>") == 0);
+        free(s);
+
+        /* Without the clash, no suffix. */
+        s = a1111_of(d + 1, 2);
+        CHECK(s && strcmp(s, "p, <lora:STYLE:0.50>, <lora:solo:0.50>") == 0);
+        free(s);
+
+        /* 140 two-byte characters: the stem stops at 120 bytes, whole characters. */
+        for (size_t i = 0; i < 140; i++)
+                memcpy(long_name + 2 * i, "\xc3\xa9", 2);
+        memcpy(long_name + 280, ".safetensors", 13);
+        f[0].name = long_name;
+        s = a1111_of(d, 1);
+        CHECK(s && strlen(s) == strlen("p, <lora::0.50>") + 120);
+        CHECK(s && strncmp(s + strlen("p, <lora:"), long_name, 120) == 0);
         free(s);
 }
 
@@ -257,7 +344,7 @@ static void test_json(void)
         static const char *const adapter[] = {
             "id",     "name",      "task",          "topic",      "weight",
             "score",  "reason",    "trigger_words", "base_model", "download_url",
-            "sha256", "file_name", "card_url"};
+            "sha256", "file_name", "save_as",       "card_url"};
         json_t *root, *a0, *img1, *forms;
         json_error_t je;
         char *s = NULL;
@@ -278,6 +365,9 @@ static void test_json(void)
         CHECK(has_keys(a0, adapter, sizeof(adapter) / sizeof(*adapter)));
         CHECK(json_real_value(json_object_get(a0, "weight")) == 0.32);
         CHECK(strcmp(json_string_value(json_object_get(a0, "sha256")), "aa01") == 0);
+        CHECK(strcmp(json_string_value(json_object_get(
+                         json_array_get(json_object_get(root, "adapters"), 2), "save_as")),
+                     "someone__watercolor.safetensors") == 0);
         CHECK(strcmp(json_string_value(json_array_get(json_object_get(a0, "trigger_words"), 0)),
                      "corgi") == 0);
         CHECK(json_is_null(
@@ -470,6 +560,7 @@ int main(void)
         test_comfyui();
         test_diffusers();
         test_diffusers_escaping();
+        test_save_as();
         test_json();
         test_json_formats();
         test_json_from_composer();
