@@ -29,6 +29,9 @@
  *
  * QUERY may carry "blocked" (array of doc ids never to return); a shard
  * turns them into rows with vecstore_rows_of_ids().
+ *
+ * DOC asks for one doc by id (GET /v1/adapters/{id} of a query node, which
+ * asks every shard): the reply says whether this shard holds it.
  */
 #include <errno.h>
 #include <limits.h>
@@ -494,6 +497,49 @@ static void answer_queries(struct shard *s, struct query *qs, size_t n)
         arena_release(&a);
 }
 
+/* Answer DOC {req_id, id} with {req_id, ok, found, doc (bin, when found)}. */
+static void on_doc(struct shard *s, const struct wire_msg *m)
+{
+        const msgpack_object *b = &m->body.data;
+        uint64_t req_id = 0;
+        char *id = NULL;
+        void *meta = NULL;
+        size_t len = 0;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        struct arena a;
+        int rc;
+
+        arena_init(&a, REPLY_ARENA);
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        if (wire_get_u64(b, "req_id", &req_id) || wire_get_str(b, "id", &a, &id) || !id) {
+                msgpack_pack_map(&pk, 3);
+                wire_pack_kv_u64(&pk, "req_id", req_id);
+                wire_pack_kv_bool(&pk, "ok", false);
+                wire_pack_kv_str(&pk, "error", "DOC needs req_id and an id");
+                goto out;
+        }
+        rc = vecstore_get_meta(s->vs, id, &a, &meta, &len);
+        if (rc && rc != ST_ENOTFOUND) {
+                msgpack_pack_map(&pk, 3);
+                wire_pack_kv_u64(&pk, "req_id", req_id);
+                wire_pack_kv_bool(&pk, "ok", false);
+                wire_pack_kv_str(&pk, "error", st_strerror(rc));
+                goto out;
+        }
+        msgpack_pack_map(&pk, rc ? 3 : 4);
+        wire_pack_kv_u64(&pk, "req_id", req_id);
+        wire_pack_kv_bool(&pk, "ok", true);
+        wire_pack_kv_bool(&pk, "found", rc == 0);
+        if (rc == 0)
+                wire_pack_kv_bin(&pk, "doc", meta, len);
+out:
+        wire_send(s->router, m->identity, m->identity_len, "DOC", sb.data, sb.size);
+        msgpack_sbuffer_destroy(&sb);
+        arena_release(&a);
+}
+
 static void on_status(struct shard *s, const struct wire_msg *m)
 {
         msgpack_sbuffer sb;
@@ -611,6 +657,10 @@ static void serve(struct shard *s, volatile sig_atomic_t *stop)
                         }
                         if (!strcmp(q->command, "QUERY"))
                                 s->dropped++; /* copying a snapshot: a replica answers */
+                        if (!strcmp(q->command, "DOC") && q->has_body && !s->snapshotting)
+                                on_doc(s, q);
+                        else if (!strcmp(q->command, "DOC"))
+                                s->dropped++;
                         if (!strcmp(q->command, "STATUS"))
                                 on_status(s, q);
                         wire_msg_release(q);

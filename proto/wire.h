@@ -84,6 +84,10 @@
  *                       hits [{id, score (float), doc (bin)}] msgpack st_doc
  *   STATUS     shard    count, applied_seq, head_seq,        (reply of a shard to STATUS); batched:
  *                       queries, batched, model, shard [I,N] queries answered in sgemm batches
+ *   DOC        query    req_id (uint), id (str)              one doc by id
+ *   DOC        shard    req_id, ok (bool), error (str, when  found: this shard holds the doc; doc
+ *                       !ok), found (bool), doc (bin, when   is the stored msgpack st_doc
+ *                       found)
  *
  * Limits: a frame is at most WIRE_MAX_FRAME bytes (ZMQ_MAXMSGSIZE); larger
  * messages make ZeroMQ drop the peer's connection.  Malformed messages are

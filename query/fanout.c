@@ -126,7 +126,7 @@ static void pack_query(const struct fanout_query *q, uint64_t req_id, msgpack_sb
         msgpack_packer pk;
 
         msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, q->base_model ? 6 : 5);
+        msgpack_pack_map(&pk, 5 + (q->base_model != NULL) + (q->n_blocked > 0));
         wire_pack_kv_u64(&pk, "req_id", req_id);
         wire_pack_kv_str(&pk, "model", q->model);
         wire_pack_kv_bin(&pk, "vector", q->vector, (size_t)q->dim * sizeof(float));
@@ -134,9 +134,33 @@ static void pack_query(const struct fanout_query *q, uint64_t req_id, msgpack_sb
         wire_pack_kv_bool(&pk, "allow_nsfw", q->allow_nsfw);
         if (q->base_model)
                 wire_pack_kv_str(&pk, "base_model", q->base_model);
+        if (q->n_blocked) {
+                wire_pack_key(&pk, "blocked");
+                msgpack_pack_array(&pk, q->n_blocked);
+                for (size_t i = 0; i < q->n_blocked; i++) {
+                        size_t len = strlen(q->blocked[i]);
+
+                        msgpack_pack_str(&pk, len);
+                        msgpack_pack_str_body(&pk, q->blocked[i], len);
+                }
+        }
 }
 
-/* Per shard during one search: which replica holds the request, and since when. */
+/*
+ * One request sent to a replica of every shard: command out, reply the
+ * command that answers it; take() reads each answer's body (the req_id
+ * already checked) and returns 0, 1 to end the whole request at once, or an
+ * error to end it with.
+ */
+struct fan_call {
+        const char *command;
+        const char *reply;
+        int (*take)(struct fanout *f, size_t g, size_t r, const msgpack_object *body, void *ctx,
+                    struct st_error *err);
+        void *ctx;
+};
+
+/* Per shard during one request: which replica holds it, and since when. */
 struct pending {
         size_t replica;
         size_t tried;
@@ -144,8 +168,9 @@ struct pending {
         bool done;
 };
 
-/* Send the query to the next replica of group g that accepts it. */
-static bool send_next(struct fanout *f, size_t g, struct pending *p, const msgpack_sbuffer *sb)
+/* Send the request to the next replica of group g that accepts it. */
+static bool send_next(struct fanout *f, size_t g, struct pending *p, const char *command,
+                      const msgpack_sbuffer *sb)
 {
         struct shard_group *grp = &f->shards[g];
 
@@ -156,7 +181,7 @@ static bool send_next(struct fanout *f, size_t g, struct pending *p, const msgpa
                 if (zmq_send(grp->replicas[r].sock, WIRE_PROTOCOL, strlen(WIRE_PROTOCOL),
                              ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0)
                         continue;
-                zmq_send(grp->replicas[r].sock, "QUERY", 5, ZMQ_SNDMORE);
+                zmq_send(grp->replicas[r].sock, command, strlen(command), ZMQ_SNDMORE);
                 zmq_send(grp->replicas[r].sock, sb->data, sb->size, 0);
                 p->replica = r;
                 p->sent_at = wire_now_ms();
@@ -261,66 +286,56 @@ static int refused(struct fanout *f, size_t g, size_t r, const struct fanout_que
                        q->model, q->dim, g, served);
 }
 
-/* Handle one reply on replica r of group g; true when it completed that shard. */
-static bool on_reply(struct fanout *f, size_t g, size_t r, const struct fanout_query *q,
-                     struct pending *p, struct arena *a, struct composer_candidate **cand,
-                     size_t *n, size_t *cap, int *rc, struct st_error *err)
+/*
+ * Read one message on replica r of group g: 0 when it is not the answer we
+ * wait for (a late answer to an earlier request), else 1 (shard g done) and
+ * *rc what the call's take() made of it.
+ */
+static int on_reply(struct fanout *f, size_t g, size_t r, const struct fan_call *c,
+                    struct pending *p, int *rc, struct st_error *err)
 {
         struct wire_msg m;
         uint64_t req_id = 0;
-        bool ok = false, done = false;
 
         if (wire_recv(f->shards[g].replicas[r].sock, false, ZMQ_DONTWAIT, &m))
-                return false;
-        if (strcmp(m.command, "HITS") || !m.has_body ||
-            wire_get_u64(&m.body.data, "req_id", &req_id) || req_id != f->req_id)
-                goto out; /* a late answer to an earlier query */
-        done = true;
+                return 0;
+        if (strcmp(m.command, c->reply) || !m.has_body ||
+            wire_get_u64(&m.body.data, "req_id", &req_id) || req_id != f->req_id) {
+                wire_msg_release(&m);
+                return 0;
+        }
         p->done = true;
         f->shards[g].next = r;
-        wire_get_bool(&m.body.data, "ok", &ok);
-        if (!ok) {
-                struct arena tmp;
-                char *why = NULL;
-
-                arena_init(&tmp, 4096);
-                wire_get_str(&m.body.data, "error", &tmp, &why);
-                *rc = refused(f, g, r, q, why, err);
-                arena_release(&tmp);
-                goto out;
-        }
-        if (take_hits(&m.body.data, a, cand, n, cap, err))
-                *rc = ST_ENOMEM;
-out:
+        *rc = c->take(f, g, r, &m.body.data, c->ctx, err);
         wire_msg_release(&m);
-        return done;
+        return 1;
 }
 
-int fanout_search(struct fanout *f, const struct fanout_query *q, struct arena *a,
-                  struct composer_candidate **cand, size_t *n, double *coverage,
-                  struct st_error *err)
+/*
+ * Send c to one replica of every shard (f->req_id is the request's), fail
+ * over to the next replica when one has not answered in its slice of the
+ * deadline, and hand each answer to c->take().  *answered counts the shards
+ * that answered.  Returns the first error a take() returned, else 0.
+ */
+static int fan(struct fanout *f, const struct fan_call *c, const msgpack_sbuffer *sb,
+               size_t *answered, struct st_error *err)
 {
         struct pending p[FANOUT_MAX_SHARDS];
         zmq_pollitem_t items[FANOUT_MAX_SHARDS * FANOUT_MAX_REPLICAS];
         size_t where[FANOUT_MAX_SHARDS * FANOUT_MAX_REPLICAS][2];
-        msgpack_sbuffer sb;
-        size_t cap = 0, answered = 0, open = 0;
+        size_t open = 0;
         int64_t start = wire_now_ms();
         int rc = 0;
 
-        *cand = NULL;
-        *n = 0;
-        f->req_id++;
-        msgpack_sbuffer_init(&sb);
-        pack_query(q, f->req_id, &sb);
+        *answered = 0;
         memset(p, 0, sizeof(p));
         for (size_t g = 0; g < f->n_shards; g++) {
-                if (send_next(f, g, &p[g], &sb))
+                if (send_next(f, g, &p[g], c->command, sb))
                         open++;
                 else
                         p[g].done = true;
         }
-        while (open > 0 && wire_now_ms() - start < f->deadline_ms) {
+        while (open > 0 && rc == 0 && wire_now_ms() - start < f->deadline_ms) {
                 size_t ni = 0;
                 int64_t now;
 
@@ -334,14 +349,14 @@ int fanout_search(struct fanout *f, const struct fanout_query *q, struct arena *
                         }
                 if (zmq_poll(items, (int)ni, 20) < 0)
                         break;
-                for (size_t i = 0; i < ni; i++) {
+                for (size_t i = 0; i < ni && rc == 0; i++) {
                         size_t g = where[i][0];
 
                         if (!(items[i].revents & ZMQ_POLLIN) || p[g].done)
                                 continue;
-                        if (on_reply(f, g, where[i][1], q, &p[g], a, cand, n, &cap, &rc, err)) {
+                        if (on_reply(f, g, where[i][1], c, &p[g], &rc, err)) {
                                 open--;
-                                answered++;
+                                (*answered)++;
                         }
                 }
                 now = wire_now_ms();
@@ -349,16 +364,65 @@ int fanout_search(struct fanout *f, const struct fanout_query *q, struct arena *
                         /* Each replica gets an equal slice of the deadline before failover. */
                         if (p[g].done || now - p[g].sent_at < f->deadline_ms / (long)f->shards[g].n)
                                 continue;
-                        if (!send_next(f, g, &p[g], &sb)) {
+                        if (!send_next(f, g, &p[g], c->command, sb)) {
                                 p[g].done = true;
                                 open--;
                                 log_warn("shard %zu: no replica answered", g);
                         }
                 }
         }
+        return rc;
+}
+
+/* What a search gathers from the shards' HITS. */
+struct search_state {
+        const struct fanout_query *q;
+        struct arena *a;
+        struct composer_candidate **cand;
+        size_t *n;
+        size_t cap;
+};
+
+static int take_search(struct fanout *f, size_t g, size_t r, const msgpack_object *body, void *ctx,
+                       struct st_error *err)
+{
+        struct search_state *st = ctx;
+        bool ok = false;
+        int rc;
+
+        wire_get_bool(body, "ok", &ok);
+        if (!ok) {
+                struct arena tmp;
+                char *why = NULL;
+
+                arena_init(&tmp, 4096);
+                wire_get_str(body, "error", &tmp, &why);
+                rc = refused(f, g, r, st->q, why, err);
+                arena_release(&tmp);
+                return rc;
+        }
+        return take_hits(body, st->a, st->cand, st->n, &st->cap, err) ? ST_ENOMEM : 0;
+}
+
+int fanout_search(struct fanout *f, const struct fanout_query *q, struct arena *a,
+                  struct composer_candidate **cand, size_t *n, double *coverage,
+                  struct st_error *err)
+{
+        struct search_state st = {q, a, cand, n, 0};
+        struct fan_call c = {"QUERY", "HITS", take_search, &st};
+        msgpack_sbuffer sb;
+        size_t answered = 0;
+        int rc;
+
+        *cand = NULL;
+        *n = 0;
+        f->req_id++;
+        msgpack_sbuffer_init(&sb);
+        pack_query(q, f->req_id, &sb);
+        rc = fan(f, &c, &sb, &answered, err);
         msgpack_sbuffer_destroy(&sb);
         *coverage = (double)answered / (double)f->n_shards;
-        if (rc)
+        if (rc < 0)
                 return rc;
         if (answered == 0)
                 return st_fail(err, ST_EAGAIN, "no shard answered within %ld ms", f->deadline_ms);
@@ -366,4 +430,67 @@ int fanout_search(struct fanout *f, const struct fanout_query *q, struct arena *
         if (*n > q->k)
                 *n = q->k;
         return 0;
+}
+
+/* What a doc lookup gathers from the shards' DOC answers: the first doc found. */
+struct doc_state {
+        struct arena *a;
+        struct st_doc *doc;
+        bool found;
+};
+
+static int take_doc(struct fanout *f, size_t g, size_t r, const msgpack_object *body, void *ctx,
+                    struct st_error *err)
+{
+        struct doc_state *st = ctx;
+        bool ok = false, found = false;
+        const char *doc;
+        size_t len;
+
+        (void)f;
+        (void)r;
+        wire_get_bool(body, "ok", &ok);
+        wire_get_bool(body, "found", &found);
+        if (!ok || !found)
+                return 0; /* a shard that cannot look it up counts as not holding it */
+        if (wire_get_bytes(body, "doc", &doc, &len) ||
+            st_doc_from_msgpack(doc, len, st->a, st->doc, NULL)) {
+                log_warn("shard %zu: a malformed doc", g);
+                return 0;
+        }
+        st->found = true;
+        (void)err;
+        return 1;
+}
+
+int fanout_get_doc(struct fanout *f, const char *id, struct arena *a, struct st_doc *doc,
+                   double *coverage, struct st_error *err)
+{
+        struct doc_state st = {a, doc, false};
+        struct fan_call c = {"DOC", "DOC", take_doc, &st};
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        size_t answered = 0;
+        int rc;
+
+        f->req_id++;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 2);
+        wire_pack_kv_u64(&pk, "req_id", f->req_id);
+        wire_pack_kv_str(&pk, "id", id);
+        rc = fan(f, &c, &sb, &answered, err);
+        msgpack_sbuffer_destroy(&sb);
+        *coverage = (double)answered / (double)f->n_shards;
+        if (rc < 0)
+                return rc;
+        if (st.found) {
+                *coverage = 1.0; /* the answer is complete, whoever did not answer */
+                return 0;
+        }
+        if (answered < f->n_shards)
+                return st_fail(err, ST_EAGAIN,
+                               "%s: not on the %zu of %zu shards that answered within %ld ms", id,
+                               answered, f->n_shards, f->deadline_ms);
+        return st_fail(err, ST_ENOTFOUND, "no adapter %s", id);
 }

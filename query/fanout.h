@@ -42,6 +42,8 @@ struct fanout_query {
         size_t k;               /* candidates wanted */
         const char *base_model; /* normalized filter or NULL */
         bool allow_nsfw;
+        const char *const *blocked; /* doc ids never to return (n_blocked of them) */
+        size_t n_blocked;
 };
 
 /*
@@ -54,5 +56,15 @@ struct fanout_query {
 int fanout_search(struct fanout *f, const struct fanout_query *q, struct arena *a,
                   struct composer_candidate **cand, size_t *n, double *coverage,
                   struct st_error *err);
+
+/*
+ * Look up one doc by id on every shard (the query node need not know which
+ * shard owns it), decoded into *doc with its strings in a.  *coverage is
+ * 1.0 when found, else answered shards / shards.  ST_ENOTFOUND when every
+ * shard answered and none holds it, ST_EAGAIN when it is not on the shards
+ * that answered but some did not.
+ */
+int fanout_get_doc(struct fanout *f, const char *id, struct arena *a, struct st_doc *doc,
+                   double *coverage, struct st_error *err);
 
 #endif

@@ -8,7 +8,8 @@
  *   - every query gets exactly one HITS reply, the malformed one an error;
  *   - the burst's answers equal the one-at-a-time answers (ids in order,
  *     scores within TOLERANCE), and honour their filter and k;
- *   - STATUS counts the queries and shows some were answered in batches.
+ *   - STATUS counts the queries and shows some were answered in batches;
+ *   - DOC finds a doc by id and says when it has none.
  * Once with the default int8 scan and once with --scan exact.  The shard is
  * stopped with SIGTERM at the end, whatever happened.
  */
@@ -232,6 +233,43 @@ static long long shard_status(void *sock, const char *key)
         return out;
 }
 
+/*
+ * DOC for id (NULL: a body without one): 1 found (its stored metadata, the
+ * id itself here, must equal want), 0 not found, -1 refused or no answer.
+ */
+static int doc_lookup(void *sock, uint64_t req_id, const char *id, const char *want)
+{
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        struct wire_msg m;
+        uint64_t got_id = 0;
+        bool ok = false, found = false;
+        const char *doc = NULL;
+        size_t len = 0;
+        int out = -1;
+
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, id ? 2 : 1);
+        wire_pack_kv_u64(&pk, "req_id", req_id);
+        if (id)
+                wire_pack_kv_str(&pk, "id", id);
+        CHECK(wire_send(sock, NULL, 0, "DOC", sb.data, sb.size) == 0);
+        msgpack_sbuffer_destroy(&sb);
+        if (wire_wait(sock, REPLY_MS) != 1 || wire_recv(sock, false, 0, &m) != 0)
+                return -1;
+        CHECK(!strcmp(m.command, "DOC") && wire_get_u64(&m.body.data, "req_id", &got_id) == 0 &&
+              got_id == req_id);
+        wire_get_bool(&m.body.data, "ok", &ok);
+        wire_get_bool(&m.body.data, "found", &found);
+        if (ok && found && wire_get_bytes(&m.body.data, "doc", &doc, &len) == 0)
+                out = len == strlen(want) && memcmp(doc, want, len) == 0 ? 1 : -1;
+        else if (ok && !found)
+                out = 0;
+        wire_msg_release(&m);
+        return out;
+}
+
 static pid_t start_shard(const char *bin, const char *dir, const char *endpoint, int catalog_port,
                          const char *scan)
 {
@@ -280,6 +318,12 @@ static void run(const char *bin, const char *root, const char *scan, const float
         CHECK(count == DOCS);
         if (count != DOCS)
                 goto out;
+
+        /* DOC: one doc by id, an unknown id, a request without one. */
+        CHECK(doc_lookup(sock, 1001, "doc-7", "doc-7") == 1);
+        CHECK(doc_lookup(sock, 1002, "doc-19999", "doc-19999") == 1);
+        CHECK(doc_lookup(sock, 1003, "doc-20000", NULL) == 0);
+        CHECK(doc_lookup(sock, 1004, NULL, NULL) == -1);
 
         /* The burst: sent back to back, read afterwards. */
         for (size_t i = 0; i < BURST; i++) {
