@@ -1,31 +1,38 @@
 /*
  * status_cmd.c - `stylus status`: ask a catalog (or a shard) for its
- * counters and print them as JSON.
+ * counters and print them as JSON, or as Prometheus text (ops/prom_text.h).
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include <zmq.h>
 
 #include "ops/commands.h"
+#include "ops/prom_text.h"
 #include "proto/wire.h"
 
 static void usage(FILE *f)
 {
-        fputs("usage: stylus status [--connect ENDPOINT] [--timeout-ms MS]\n"
+        fputs("usage: stylus status [--connect ENDPOINT] [--timeout-ms MS] [--prometheus]\n"
               "\n"
               "Print the counters of a catalog coordinator (records, docs, vectors, job\n"
               "queues, crawl cursors) or of a shard server, as JSON.\n"
               "\n"
               "  --connect ENDPOINT  catalog or shard endpoint (default tcp://127.0.0.1:5555)\n"
               "  --timeout-ms MS     give up after MS (default 3000)\n"
+              "  --prometheus        print Prometheus text instead (gauges stylus_catalog_*\n"
+              "                      or stylus_shard_*), e.g. for node_exporter's textfile\n"
+              "                      collector\n"
               "CURVE keys for endpoints beyond loopback come from STYLUS_CURVE_KEY and\n"
               "STYLUS_CURVE_SERVER_KEY (paths of key files; see stylus keygen).\n"
               "\n"
               "examples:\n"
               "  stylus status\n"
-              "  stylus status --connect tcp://10.0.0.5:5555\n",
+              "  stylus status --connect tcp://10.0.0.5:5555\n"
+              "  stylus status --prometheus > /var/lib/node_exporter/stylus.prom.$$ &&\n"
+              "      mv /var/lib/node_exporter/stylus.prom.$$ /var/lib/node_exporter/stylus.prom\n",
               f);
 }
 
@@ -34,10 +41,12 @@ int cmd_status(int argc, char **argv)
         static const struct option opts[] = {
             {"connect", required_argument, NULL, 'c'},
             {"timeout-ms", required_argument, NULL, 't'},
+            {"prometheus", no_argument, NULL, 'p'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
         const char *endpoint = "tcp://127.0.0.1:5555";
+        bool prometheus = false;
         long timeout = 3000;
         struct wire_msg m;
         struct security sec;
@@ -53,6 +62,9 @@ int cmd_status(int argc, char **argv)
                         break;
                 case 't':
                         timeout = strtol(optarg, NULL, 10);
+                        break;
+                case 'p':
+                        prometheus = true;
                         break;
                 case 'h':
                         usage(stdout);
@@ -75,12 +87,19 @@ int cmd_status(int argc, char **argv)
                 zmq_ctx_term(ctx);
                 return 1;
         }
-        json = m.has_body ? wire_to_json(&m.body.data, 2) : NULL;
-        printf("%s\n", json ? json : "{}");
-        free(json);
+        if (prometheus) {
+                rc = m.has_body ? prom_write_status(&m.body.data, stdout, &err)
+                                : st_fail(&err, ST_EPROTO, "a STATUS answer without a body");
+                if (rc)
+                        fprintf(stderr, "stylus status: %s: %s\n", endpoint, err.msg);
+        } else {
+                json = m.has_body ? wire_to_json(&m.body.data, 2) : NULL;
+                printf("%s\n", json ? json : "{}");
+                free(json);
+        }
         wire_msg_release(&m);
         zmq_ctx_term(ctx);
-        return 0;
+        return rc ? 1 : 0;
 }
 
 static void requeue_usage(FILE *f)
