@@ -1,11 +1,21 @@
 /*
  * main_cmd.c - the stylus binary: one subcommand per role.
+ *
+ * Every command also takes --insecure (plaintext ZeroMQ on loopback) and
+ * --config FILE (or STYLUS_CONFIG): the flags of the file's [command]
+ * section (proto/config.h) go before the ones on the command line, which
+ * win.  Both become environment variables, so the processes a command
+ * starts (stylus up) inherit them.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ops/commands.h"
+#include "proto/config.h"
+
+#define MAX_ARGS 4096 /* command-line words, the config file's included */
 
 struct command {
         const char *name;
@@ -41,8 +51,11 @@ static void usage(FILE *f)
         fputs(
             "\nevery command also takes --insecure: plaintext ZeroMQ, allowed on loopback only\n"
             "(or set STYLUS_INSECURE=1); without it every socket needs CURVE keys (stylus keygen)\n"
+            "and --config FILE (or STYLUS_CONFIG=FILE): flags from the file's [command] section,\n"
+            "before the command line's (docs/operations.md, \"Config file\")\n"
             "\nexamples:\n"
             "  stylus up --demo\n"
+            "  stylus --config /etc/stylus.ini crawler\n"
             "  stylus ask \"a corgi in watercolor style\" --base-model sd15\n",
             f);
 }
@@ -66,9 +79,75 @@ static int take_insecure(int argc, char **argv)
         return out;
 }
 
-int main(int argc, char **argv)
+/*
+ * --config FILE or --config=FILE, anywhere: taken out of argv, the path set
+ * as STYLUS_CONFIG.  Returns the new argc, or -1 (no FILE after it).
+ */
+static int take_config(int argc, char **argv)
 {
-        argc = take_insecure(argc, argv);
+        int out = 1;
+
+        for (int i = 1; i < argc; i++) {
+                if (!strcmp(argv[i], "--config")) {
+                        if (i + 1 == argc)
+                                return -1;
+                        setenv("STYLUS_CONFIG", argv[++i], 1);
+                } else if (!strncmp(argv[i], "--config=", 9)) {
+                        setenv("STYLUS_CONFIG", argv[i] + 9, 1);
+                } else {
+                        argv[out++] = argv[i];
+                }
+        }
+        argv[out] = NULL;
+        return out;
+}
+
+static bool is_command(const char *name)
+{
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                if (!strcmp(name, commands[i].name))
+                        return true;
+        return false;
+}
+
+/*
+ * argv with the flags of the config file's [argv[1]] section put after the
+ * command name, into out (room for MAX_ARGS + 1); argv itself when there
+ * is no config.  A section that names no command is an error (a typo
+ * would silently do nothing).  Returns the argc of the result, or -1.
+ */
+static int with_config(int argc, char **argv, struct config *c, char **out)
+{
+        const char *path = getenv("STYLUS_CONFIG");
+        struct st_error err = {0};
+        int n = 2;
+
+        if (!path || !path[0] || argc < 2)
+                return argc;
+        if (config_load(path, c, &err)) {
+                fprintf(stderr, "stylus: %s\n", err.msg);
+                return -1;
+        }
+        for (size_t i = 0; i < c->n; i++)
+                if (!is_command(c->entries[i].section)) {
+                        fprintf(stderr, "stylus: config %s: line %d: [%s] is no command\n", path,
+                                c->entries[i].line, c->entries[i].section);
+                        return -1;
+                }
+        out[0] = argv[0];
+        out[1] = argv[1];
+        if (config_flags(c, argv[1], out, &n, MAX_ARGS, &err) || n + argc - 2 > MAX_ARGS) {
+                fprintf(stderr, "stylus: config %s: too many flags\n", path);
+                return -1;
+        }
+        for (int i = 2; i < argc; i++)
+                out[n++] = argv[i];
+        out[n] = NULL;
+        return n;
+}
+
+static int dispatch(int argc, char **argv)
+{
         if (argc < 2) {
                 usage(stderr);
                 return 2;
@@ -83,4 +162,28 @@ int main(int argc, char **argv)
         fprintf(stderr, "stylus: unknown command '%s'\n\n", argv[1]);
         usage(stderr);
         return 2;
+}
+
+int main(int argc, char **argv)
+{
+        static char *merged[MAX_ARGS + 1];
+        struct config config = {0};
+        int rc;
+
+        argc = take_config(take_insecure(argc, argv), argv);
+        if (argc < 0) {
+                fprintf(stderr, "stylus: --config needs a file\n");
+                return 2;
+        }
+        argc = with_config(argc, argv, &config, merged);
+        if (argc < 0) {
+                config_release(&config);
+                return 2;
+        }
+        if (config.entries)
+                argv = merged;
+        argc = take_insecure(argc, argv); /* the file may say insecure = true */
+        rc = dispatch(argc, argv);
+        config_release(&config);
+        return rc;
 }
