@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "indexer/vecstore.h"
+#include "proto/http_util.h"
 #include "proto/log.h"
 
 #define BUILTIN_PREFIX "stylus-hash-"
@@ -85,46 +86,6 @@ int embedder_flags_take(struct embedder_flags *f, int opt, const char *arg, stru
         return 1;
 }
 
-/*
- * The key from file (when not NULL), else from $STYLUS_EMBED_KEY, into
- * buf[size] without surrounding whitespace; "" when neither is set.  The
- * error never quotes the key.
- */
-static int read_key(const char *file, char *buf, size_t size, struct st_error *err)
-{
-        const char *env = getenv(EMBEDDER_KEY_ENV);
-        size_t n, start = 0;
-        FILE *f;
-
-        buf[0] = '\0';
-        if (file) {
-                f = fopen(file, "r");
-                if (!f)
-                        return st_fail(err, ST_EINVAL, "--embed-key-file %s: %s", file,
-                                       strerror(errno));
-                n = fread(buf, 1, size, f);
-                fclose(f);
-        } else if (env) {
-                n = strlen(env);
-                memcpy(buf, env, n < size ? n : size);
-        } else {
-                return 0;
-        }
-        if (n >= size) {
-                explicit_bzero(buf, size);
-                return st_fail(err, ST_EINVAL, "%s: the key is over %zu bytes",
-                               file ? file : EMBEDDER_KEY_ENV, size - 1);
-        }
-        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
-                         buf[n - 1] == '\t'))
-                n--;
-        while (start < n && (buf[start] == ' ' || buf[start] == '\t'))
-                start++;
-        memmove(buf, buf + start, n - start);
-        buf[n - start] = '\0';
-        return 0;
-}
-
 static int check_flags(const struct embedder_flags *f, struct st_error *err)
 {
         if (f->url && f->idf_file)
@@ -159,7 +120,7 @@ static int open_http(struct embedder_choice *c, const struct embedder_flags *f,
         cfg.batch = f->batch ? f->batch : cfg.batch;
         cfg.timeout_ms = f->timeout_ms ? f->timeout_ms : cfg.timeout_ms;
         cfg.deadline_ms = f->deadline_ms ? f->deadline_ms : default_deadline_ms;
-        rc = read_key(f->key_file, key, sizeof(key), err);
+        rc = http_util_read_key(f->key_file, EMBEDDER_KEY_ENV, key, sizeof(key), err);
         if (rc)
                 return rc;
         cfg.key = key[0] ? key : NULL;

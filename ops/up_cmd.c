@@ -1,8 +1,9 @@
 /*
  * up_cmd.c - `stylus up`: a whole cluster on this machine over loopback.
  * Starts the catalog, one worker of each stage, one shard and a query node
- * as child processes on free ports, shows the pipeline's progress, and stops
- * every child it started (SIGTERM, then SIGKILL after 5 s).
+ * (HTTP and ZeroMQ fronts) as child processes on free ports, shows the
+ * pipeline's progress, and stops every child it started (SIGTERM, then
+ * SIGKILL after 5 s).
  *
  * With --demo it first starts the bundled fixture server (a stand-in for
  * Civitai that speaks its wire format, tests/fixtures/server.py), crawls it,
@@ -44,6 +45,7 @@ struct cluster {
         size_t n;
         char self[4096];
         char catalog[64], shard[64], http[64];
+        char zmq[64]; /* the query node's ZeroMQ front (query/zmq_front.h) */
 };
 
 static const char *const demo_prompts[][2] = {
@@ -306,7 +308,8 @@ static void usage(FILE *f)
               "\n"
               "Run a one-machine cluster over loopback: catalog, crawler, images worker\n"
               "(example images into DIR/images), refiner, indexer, one shard and a query\n"
-              "node, each its own process (logs in DIR/*.log).\n"
+              "node answering HTTP and ZeroMQ (msgpack, docs/zmq.md) on free ports, each\n"
+              "its own process (logs in DIR/*.log).\n"
               "Without --demo it runs until Ctrl-C.  Everything stays on 127.0.0.1, in\n"
               "plaintext (stylus up implies --insecure).\n"
               "\n"
@@ -337,13 +340,14 @@ static int start_roles(struct cluster *c, const char *dir, const char *civitai, 
 {
         char cat_dir[4096], shard_dir[4096], image_dir[4096], logs[7][4096];
         char listen[64];
-        int p1 = free_port(), p2 = free_port();
+        int p1 = free_port(), p2 = free_port(), p3 = free_port();
 
-        if (p1 < 0 || p2 < 0 || http_port < 0)
+        if (p1 < 0 || p2 < 0 || p3 < 0 || http_port < 0)
                 return ST_EIO;
         snprintf(c->catalog, sizeof(c->catalog), "tcp://127.0.0.1:%d", p1);
         snprintf(c->shard, sizeof(c->shard), "tcp://127.0.0.1:%d", p2);
         snprintf(c->http, sizeof(c->http), "127.0.0.1:%d", http_port);
+        snprintf(c->zmq, sizeof(c->zmq), "tcp://127.0.0.1:%d", p3);
         snprintf(listen, sizeof(listen), "127.0.0.1:%d", http_port);
         path_in(cat_dir, sizeof(cat_dir), dir, "catalog");
         path_in(shard_dir, sizeof(shard_dir), dir, "shard-0");
@@ -368,7 +372,8 @@ static int start_roles(struct cluster *c, const char *dir, const char *civitai, 
                 char *a_index[] = {c->self, "indexer", "--connect", c->catalog, NULL};
                 char *a_shard[] = {c->self,  "shard",  "0/1",       "--data",   shard_dir,
                                    "--bind", c->shard, "--catalog", c->catalog, NULL};
-                char *a_serve[] = {c->self, "serve", "--shard", c->shard, "--listen", listen, NULL};
+                char *a_serve[] = {c->self, "serve",        "--shard", c->shard, "--listen",
+                                   listen,  "--zmq-listen", c->zmq,    NULL};
 
                 /* Real services get the polite default rates; a local stand-in need not. */
                 if (!strncmp(civitai, "http://127.", 11)) {
@@ -485,8 +490,9 @@ int cmd_up(int argc, char **argv)
                 fprintf(stderr, "stylus up: cannot start the roles\n");
                 goto out;
         }
-        printf("cluster up: catalog %s, shard %s, query node http://%s (logs in %s/)\n", c.catalog,
-               c.shard, c.http, dir);
+        printf("cluster up: catalog %s, shard %s, query node http://%s and %s (msgpack)\n"
+               "logs in %s/\n",
+               c.catalog, c.shard, c.http, c.zmq, dir);
         fflush(stdout);
         if (!demo) {
                 while (!stop && !dead_child(&c))

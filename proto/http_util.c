@@ -1,9 +1,11 @@
 /*
- * http_util.c - helpers shared by the embeddings and VLM HTTP clients (see
- * http_util.h).
+ * http_util.c - helpers shared by the embeddings, VLM and LLM composer
+ * HTTP clients (see http_util.h).  http_util_read_key() moved here from
+ * refiner/refiner_cmd.c, http_util_quotes_key() from refiner/vlm.c.
  */
 #include "proto/http_util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +103,60 @@ int http_util_body_append(char **body, size_t *len, size_t *cap, size_t max, con
         *len += n;
         (*body)[*len] = '\0';
         return 0;
+}
+
+int http_util_read_key(const char *file, const char *env, char *buf, size_t size,
+                       struct st_error *err)
+{
+        const char *value = env ? getenv(env) : NULL;
+        size_t n, start = 0;
+        FILE *f;
+
+        buf[0] = '\0';
+        if (file) {
+                f = fopen(file, "r");
+                if (!f)
+                        return st_fail(err, ST_EINVAL, "key file %s: %s", file, strerror(errno));
+                n = fread(buf, 1, size, f);
+                fclose(f);
+        } else if (value) {
+                n = strlen(value);
+                memcpy(buf, value, n < size ? n : size);
+        } else {
+                return 0;
+        }
+        if (n >= size) {
+                explicit_bzero(buf, size);
+                return st_fail(err, ST_EINVAL, "%s: the key is over %zu bytes", file ? file : env,
+                               size - 1);
+        }
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+                         buf[n - 1] == '\t'))
+                n--;
+        while (start < n && (buf[start] == ' ' || buf[start] == '\t'))
+                start++;
+        memmove(buf, buf + start, n - start);
+        buf[n - start] = '\0';
+        return 0;
+}
+
+bool http_util_quotes_key(const char *msg, const char *key)
+{
+        char window[HTTP_UTIL_KEY_WINDOW + 1];
+        size_t klen, w, i;
+        bool found = false;
+
+        if (!key || !*key || !msg)
+                return false;
+        klen = strlen(key);
+        w = klen < HTTP_UTIL_KEY_WINDOW ? klen : HTTP_UTIL_KEY_WINDOW;
+        for (i = 0; i + w <= klen && !found; i++) {
+                memcpy(window, key + i, w);
+                window[w] = '\0';
+                found = strstr(msg, window) != NULL;
+        }
+        explicit_bzero(window, sizeof(window));
+        return found;
 }
 
 const char *http_util_json_type_name(const json_t *v)

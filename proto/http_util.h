@@ -1,7 +1,9 @@
 /*
  * http_util.h - the pieces the two OpenAI-compatible HTTP clients share:
- * the embeddings client (indexer/embed_http.c) and the VLM chat client
- * (refiner/vlm_http.c, refiner/vlm.c, refiner/vlm_answer.c).
+ * the embeddings client (indexer/embed_http.c), the VLM chat client
+ * (refiner/vlm_http.c, refiner/vlm.c, refiner/vlm_answer.c) and the LLM
+ * composer (query/composer_llm.c).  The chat-completion answer reader is
+ * proto/chat_completion.h.
  *
  * Pure functions, no libcurl: proto does not link it.  Where curl is needed
  * (the Content-Length a transfer announced, HTTP-date parsing) the caller
@@ -20,6 +22,7 @@
 #include "proto/errors.h"
 
 #define HTTP_UTIL_BODY_FIRST_ALLOC 16384 /* bytes of a response body's first allocation */
+#define HTTP_UTIL_KEY_WINDOW       8     /* bytes of a key that make a message quote it */
 
 /* Whether every byte of s is printable ASCII (0x20..0x7e); true for "". */
 bool http_util_printable_ascii(const char *s);
@@ -67,6 +70,24 @@ void http_util_header_retry_after(const char *line, size_t n, long max_ms, time_
  */
 int http_util_body_append(char **body, size_t *len, size_t *cap, size_t max, const char *data,
                           size_t n, int64_t announced);
+
+/*
+ * A bearer key from file (when not NULL), else from the environment
+ * variable env (when set), into buf[size] without surrounding whitespace;
+ * "" when neither gives one.  Returns 0, or ST_EINVAL when the file cannot
+ * be read or the key is over size - 1 bytes: err names the file or the
+ * variable, never the key, and buf is wiped.  Reads the environment: call
+ * it before starting threads.
+ */
+int http_util_read_key(const char *file, const char *env, char *buf, size_t size,
+                       struct st_error *err);
+
+/*
+ * Whether msg holds any HTTP_UTIL_KEY_WINDOW consecutive bytes of key (the
+ * whole key when it is shorter): a server echoing the key.  Such a message
+ * must be withheld, not logged.  false for a NULL or empty key.
+ */
+bool http_util_quotes_key(const char *msg, const char *key);
 
 /* "an object", "an array", "a string", ...: the type of v for an error message. */
 const char *http_util_json_type_name(const json_t *v);

@@ -340,6 +340,22 @@ static int start_zap(struct security *s, void *ctx, struct st_error *err)
         return 0;
 }
 
+int security_copy(struct security *to, const struct security *from, struct st_error *err)
+{
+        *to = *from;
+        to->zap = NULL;
+        to->allow = NULL;
+        if (!from->allow)
+                return 0;
+        to->allow = malloc((from->n_allow ? from->n_allow : 1) * sizeof(*to->allow));
+        if (!to->allow) {
+                security_release(to);
+                return st_fail(err, ST_ENOMEM, "out of memory");
+        }
+        memcpy(to->allow, from->allow, from->n_allow * sizeof(*to->allow));
+        return 0;
+}
+
 void security_release(struct security *s)
 {
         if (s->zap) {

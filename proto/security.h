@@ -59,6 +59,13 @@ struct security {
 int security_load(struct security *s, const char *key_file, const char *server_key_file,
                   const char *allow_file, struct st_error *err);
 
+/*
+ * A copy of from with its own allow list and no ZAP handler, for a server
+ * on another ZeroMQ context (a context has one ZAP handler).  Release it
+ * with security_release().  ST_ENOMEM.
+ */
+int security_copy(struct security *to, const struct security *from, struct st_error *err);
+
 /* Wipe the keys, stop the ZAP handler, free the allow list. */
 void security_release(struct security *s);
 

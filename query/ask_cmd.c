@@ -66,7 +66,7 @@ static void print_table(json_t *root)
 static void usage(FILE *f)
 {
         fputs("usage: stylus ask PROMPT [--server URL] [--base-model NAME] [--images N]\n"
-              "                  [--k N] [--nsfw] [--characters]\n"
+              "                  [--k N] [--nsfw] [--characters] [--block ID]...\n"
               "                  [--format table|json|a1111|comfyui|diffusers]\n"
               "\n"
               "Ask a query node which adapters suit a prompt, at which weights.\n"
@@ -77,26 +77,24 @@ static void usage(FILE *f)
               "  --k N              candidates to retrieve (default 150)\n"
               "  --nsfw             allow NSFW adapters\n"
               "  --characters       allow character/celebrity adapters not named in the prompt\n"
+              "  --block ID         never return this adapter (repeat for more)\n"
               "  --format F         table (default) or the raw JSON / a form of the answer\n"
               "\n"
               "examples:\n"
               "  stylus ask \"a corgi in watercolor style\" --base-model sd15\n"
-              "  stylus ask \"samurai in armor, snowy mountains\" --format comfyui\n",
+              "  stylus ask \"samurai in armor, snowy mountains\" --format comfyui\n"
+              "  stylus ask \"a fox, pixel art\" --block civitai:1234@5678\n",
               f);
 }
 
 int cmd_ask(int argc, char **argv)
 {
         static const struct option opts[] = {
-            {"server", required_argument, NULL, 's'},
-            {"base-model", required_argument, NULL, 'b'},
-            {"images", required_argument, NULL, 'i'},
-            {"k", required_argument, NULL, 'k'},
-            {"nsfw", no_argument, NULL, 'n'},
-            {"characters", no_argument, NULL, 'c'},
-            {"format", required_argument, NULL, 'f'},
-            {"help", no_argument, NULL, 'h'},
-            {NULL, 0, NULL, 0},
+            {"server", required_argument, NULL, 's'}, {"base-model", required_argument, NULL, 'b'},
+            {"images", required_argument, NULL, 'i'}, {"k", required_argument, NULL, 'k'},
+            {"nsfw", no_argument, NULL, 'n'},         {"characters", no_argument, NULL, 'c'},
+            {"format", required_argument, NULL, 'f'}, {"block", required_argument, NULL, 'x'},
+            {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
         };
         const char *server = "http://127.0.0.1:8080", *base = NULL, *format = "table";
         long images = 1, k = 150;
@@ -104,7 +102,7 @@ int cmd_ask(int argc, char **argv)
         struct answer ans = {0};
         struct curl_slist *headers = NULL;
         char url[1024], err[CURL_ERROR_SIZE] = "";
-        json_t *req, *root = NULL;
+        json_t *req, *root = NULL, *blocked = json_array();
         char *body;
         long status = 0;
         CURL *curl;
@@ -132,15 +130,26 @@ int cmd_ask(int argc, char **argv)
                 case 'f':
                         format = optarg;
                         break;
+                case 'x':
+                        if (json_array_append_new(blocked, json_string(optarg))) {
+                                fprintf(stderr, "stylus ask: --block %s: not an adapter id\n",
+                                        optarg);
+                                json_decref(blocked);
+                                return 2;
+                        }
+                        break;
                 case 'h':
+                        json_decref(blocked);
                         usage(stdout);
                         return 0;
                 default:
+                        json_decref(blocked);
                         usage(stderr);
                         return 2;
                 }
         }
         if (optind != argc - 1) {
+                json_decref(blocked);
                 usage(stderr);
                 return 2;
         }
@@ -148,11 +157,15 @@ int cmd_ask(int argc, char **argv)
                         (json_int_t)images, "k", (json_int_t)k, "allow_nsfw", nsfw,
                         "allow_characters", characters);
         if (!req) {
+                json_decref(blocked);
                 fprintf(stderr, "stylus ask: the prompt is not valid UTF-8\n");
                 return 2;
         }
         if (base)
                 json_object_set_new(req, "base_model", json_string(base));
+        if (json_array_size(blocked))
+                json_object_set(req, "blocked", blocked);
+        json_decref(blocked);
         body = json_dumps(req, JSON_COMPACT);
         json_decref(req);
         snprintf(url, sizeof(url), "%s/v1/compose", server);

@@ -75,7 +75,9 @@
  *     max_per_topic adapters; it is a style adapter and max_style were
  *     already accepted.  A topic that gets no adapter stays in the result
  *     with an empty list (as in the paper).  Adapters are listed grouped by
- *     topic, best first.
+ *     topic, best first.  The limits (same model or file, max_per_topic,
+ *     max_style), (e) and (f) are composer_assemble(), which the LLM
+ *     composer (composer_llm.c) uses as well, with (a) composer_eligible().
  *
  * (e) Weights (paper section 3.4 and its code):
  *       weight = recommended_weight x 0.8 / (adapters of that topic active
@@ -623,12 +625,9 @@ static int embed_topics(const struct composer_result *r, struct arena *a, struct
         return 0;
 }
 
-/*
- * Steps (a) and (c): filter the candidates and score the survivors against
- * the topics; picks[] gets those strong enough, best first.
- */
-static int score_candidates(const char *prompt, const struct composer_candidate *c, size_t n,
-                            const struct composer_options *o, const struct embedder *e,
+/* Step (c): score the eligible candidates keep[] against the topics; picks[] gets those strong enough, best first. */
+static int score_candidates(const char *prompt, const struct composer_candidate *c,
+                            const size_t *keep, size_t n_keep, const struct composer_options *o,
                             struct arena *a, struct composer_result *r, struct pick *picks,
                             size_t *n_picks, struct st_error *err)
 {
@@ -637,33 +636,16 @@ static int score_candidates(const char *prompt, const struct composer_candidate 
         char text[DOC_TEXT_MAX];
         int rc;
 
-        (void)e;
         *n_picks = 0;
         if (!tv)
                 return st_fail(err, ST_ENOMEM, "composer: no memory for vectors");
         if ((rc = embed_topics(r, a, tv, err)))
                 return rc;
-        for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < n_keep; k++) {
+                size_t i = keep[k];
                 const struct st_doc *d = c[i].doc;
                 struct pick p = {.cand = i, .topic = 0, .topic_cos = -2.0f};
-                bool named;
 
-                switch (filter(d, prompt, o, &named)) {
-                case OUT_BASE:
-                        r->excluded.base_model++;
-                        continue;
-                case OUT_NSFW:
-                        r->excluded.nsfw++;
-                        continue;
-                case OUT_CHARACTER:
-                        r->excluded.character++;
-                        continue;
-                case OUT_NO_FILES:
-                        r->excluded.no_files++;
-                        continue;
-                case KEEP:
-                        break;
-                }
                 if (r->n_topics == 0) {
                         r->excluded.weak_match++;
                         continue;
@@ -679,7 +661,7 @@ static int score_candidates(const char *prompt, const struct composer_candidate 
                                 p.topic = t;
                         }
                 }
-                p.named = named;
+                p.named = named_in_prompt(d, prompt);
                 p.retrieval = clamp01(c[i].score);
                 p.popularity = popularity(d);
                 p.score = BLEND_TOPIC * p.topic_cos + BLEND_RETRIEVAL * p.retrieval +
@@ -692,42 +674,6 @@ static int score_candidates(const char *prompt, const struct composer_candidate 
         }
         qsort(picks, *n_picks, sizeof(*picks), by_score);
         return 0;
-}
-
-/* Step (d): accept picks in order under the limits; accepted[] keeps them in order. */
-static size_t choose(const struct composer_candidate *c, const struct composer_options *o,
-                     struct composer_result *r, const struct pick *picks, size_t n_picks,
-                     size_t *per_topic, const struct pick **accepted)
-{
-        float best[COMPOSER_MAX_TOPICS] = {0};
-        size_t n = 0;
-        int n_style = 0;
-
-        for (size_t i = 0; i < n_picks; i++)
-                if (picks[i].topic_cos > best[picks[i].topic])
-                        best[picks[i].topic] = picks[i].topic_cos;
-        for (size_t i = 0; i < n_picks; i++) {
-                const struct st_doc *d = c[picks[i].cand].doc;
-                bool style = task_is(d, "style");
-                bool dup = false;
-
-                for (size_t k = 0; k < n && !dup; k++)
-                        dup = same_adapter(c[accepted[k]->cand].doc, d);
-                if (picks[i].topic_cos < RELATIVE_TOPIC * best[picks[i].topic]) {
-                        r->excluded.weak_match++;
-                } else if (dup) {
-                        r->excluded.duplicate++;
-                } else if (per_topic[picks[i].topic] >= (size_t)o->max_per_topic) {
-                        r->excluded.topic_full++;
-                } else if (style && n_style >= o->max_style) {
-                        r->excluded.style_limit++;
-                } else {
-                        per_topic[picks[i].topic]++;
-                        n_style += style;
-                        accepted[n++] = &picks[i];
-                }
-        }
-        return n;
 }
 
 /* Bytes of s to quote so that at most max are shown and no UTF-8 character is cut. */
@@ -752,14 +698,72 @@ static const char *reason(struct arena *a, const struct composer_topic *t, const
                             p->retrieval, p->popularity, p->named ? "; named in the prompt" : "");
 }
 
-/* Lay the accepted picks out grouped by topic. */
+/*
+ * Step (d) before the limits: picks whose topic cosine is near the best of
+ * their topic become choices, best score first, each with its reason.
+ */
+static int relative_choices(const struct composer_result *r, struct arena *a,
+                            const struct pick *picks, size_t n_picks,
+                            struct composer_choice *choices, size_t *n_choices, size_t *weak,
+                            struct st_error *err)
+{
+        float best[COMPOSER_MAX_TOPICS] = {0};
+
+        *n_choices = 0;
+        for (size_t i = 0; i < n_picks; i++)
+                if (picks[i].topic_cos > best[picks[i].topic])
+                        best[picks[i].topic] = picks[i].topic_cos;
+        for (size_t i = 0; i < n_picks; i++) {
+                struct composer_choice *ch = &choices[*n_choices];
+
+                if (picks[i].topic_cos < RELATIVE_TOPIC * best[picks[i].topic]) {
+                        (*weak)++;
+                        continue;
+                }
+                ch->cand = picks[i].cand;
+                ch->topic = picks[i].topic;
+                ch->score = picks[i].score;
+                ch->reason = reason(a, &r->topics[picks[i].topic], &picks[i]);
+                if (!ch->reason)
+                        return st_fail(err, ST_ENOMEM, "composer: no memory for reasons");
+                (*n_choices)++;
+        }
+        return 0;
+}
+
+/* Whether choice ch passes the limits of step (d) given those taken[0..n); counts it when not. */
+static bool within_limits(const struct composer_candidate *c, const struct composer_options *o,
+                          const struct composer_choice *ch, const struct composer_choice *taken,
+                          size_t n, const size_t *per_topic, int n_style,
+                          struct composer_excluded *x)
+{
+        const struct st_doc *d = c[ch->cand].doc;
+
+        for (size_t k = 0; k < n; k++) {
+                if (same_adapter(c[taken[k].cand].doc, d)) {
+                        x->duplicate++;
+                        return false;
+                }
+        }
+        if (per_topic[ch->topic] >= (size_t)o->max_per_topic) {
+                x->topic_full++;
+                return false;
+        }
+        if (task_is(d, "style") && n_style >= o->max_style) {
+                x->style_limit++;
+                return false;
+        }
+        return true;
+}
+
+/* Lay the taken choices out grouped by topic, in their order within a topic. */
 static int fill_result(const struct composer_candidate *c, struct arena *a,
                        struct composer_result *r, const size_t *per_topic,
-                       const struct pick *const *accepted, size_t n_accepted, struct st_error *err)
+                       const struct composer_choice *taken, size_t n_taken, struct st_error *err)
 {
         size_t j = 0;
 
-        r->adapters = arena_calloc(a, n_accepted ? n_accepted : 1, sizeof(*r->adapters));
+        r->adapters = arena_calloc(a, n_taken ? n_taken : 1, sizeof(*r->adapters));
         if (!r->adapters)
                 return st_fail(err, ST_ENOMEM, "composer: no memory for adapters");
         for (size_t t = 0; t < r->n_topics; t++) {
@@ -769,22 +773,53 @@ static int fill_result(const struct composer_candidate *c, struct arena *a,
                 topic->adapters = arena_calloc(a, per_topic[t] ? per_topic[t] : 1, sizeof(size_t));
                 if (!topic->adapters)
                         return st_fail(err, ST_ENOMEM, "composer: no memory for topics");
-                for (size_t k = 0; k < n_accepted; k++) {
-                        const struct pick *p = accepted[k];
+                for (size_t k = 0; k < n_taken; k++) {
                         struct composer_adapter *ad = &r->adapters[j];
 
-                        if (p->topic != t)
+                        if (taken[k].topic != t)
                                 continue;
-                        ad->doc = c[p->cand].doc;
+                        ad->doc = c[taken[k].cand].doc;
                         ad->topic = t;
-                        ad->score = p->score;
-                        ad->reason = reason(a, topic, p);
-                        if (!ad->reason)
-                                return st_fail(err, ST_ENOMEM, "composer: no memory for reasons");
+                        ad->score = taken[k].score;
+                        ad->reason = taken[k].reason;
                         topic->adapters[topic->n_adapters++] = j++;
                 }
         }
         r->n_adapters = j;
+        return 0;
+}
+
+int composer_assemble(const char *prompt, const struct composer_candidate *c,
+                      const struct composer_choice *choices, size_t n_choices,
+                      const struct composer_options *opt, struct arena *a,
+                      struct composer_result *r, struct st_error *err)
+{
+        struct composer_choice *taken = arena_calloc(a, n_choices ? n_choices : 1, sizeof(*taken));
+        size_t *per_topic = arena_calloc(a, r->n_topics ? r->n_topics : 1, sizeof(*per_topic));
+        size_t n_taken = 0;
+        int n_style = 0, rc;
+
+        assert(prompt && opt && a && r && (c || n_choices == 0));
+        if (!taken || !per_topic)
+                return st_fail(err, ST_ENOMEM, "composer: no memory");
+        for (size_t i = 0; i < n_choices; i++) {
+                const struct composer_choice *ch = &choices[i];
+
+                if (ch->topic >= r->n_topics)
+                        return st_fail(err, ST_EINVAL, "composer: choice %zu of topic %zu, of %zu",
+                                       i, ch->topic, r->n_topics);
+                if (!within_limits(c, opt, ch, taken, n_taken, per_topic, n_style, &r->excluded))
+                        continue;
+                per_topic[ch->topic]++;
+                n_style += task_is(c[ch->cand].doc, "style");
+                taken[n_taken++] = *ch;
+        }
+        if ((rc = fill_result(c, a, r, per_topic, taken, n_taken, err)))
+                return rc;
+        if ((rc = build_masks(prompt, a, r, err)))
+                return rc;
+        for (size_t j = 0; j < r->n_adapters; j++)
+                r->adapters[j].weight = r->weights[j];
         return 0;
 }
 
@@ -804,46 +839,77 @@ static const char *best_base(const char *prompt, const struct composer_candidate
         return NULL;
 }
 
+int composer_eligible(const char *prompt, const struct composer_candidate *c, size_t n,
+                      const struct composer_options *opt, struct arena *a, size_t **keep,
+                      size_t *n_keep, struct composer_result *r, struct st_error *err)
+{
+        struct composer_options o;
+        int rc;
+
+        assert(prompt && opt && a && keep && n_keep && r && (c || n == 0));
+        if ((rc = check_input(prompt, c, n, opt, err)))
+                return rc;
+        o = *opt;
+        if (!o.base_model) /* adapters of different base models cannot share one image */
+                o.base_model = best_base(prompt, c, n, opt);
+        r->base_model = o.base_model;
+        r->n_images = (size_t)opt->n_images;
+        *n_keep = 0;
+        *keep = arena_calloc(a, n ? n : 1, sizeof(**keep));
+        if (!*keep)
+                return st_fail(err, ST_ENOMEM, "composer: no memory");
+        for (size_t i = 0; i < n; i++) {
+                bool named;
+
+                switch (filter(c[i].doc, prompt, &o, &named)) {
+                case OUT_BASE:
+                        r->excluded.base_model++;
+                        break;
+                case OUT_NSFW:
+                        r->excluded.nsfw++;
+                        break;
+                case OUT_CHARACTER:
+                        r->excluded.character++;
+                        break;
+                case OUT_NO_FILES:
+                        r->excluded.no_files++;
+                        break;
+                case KEEP:
+                        (*keep)[(*n_keep)++] = i;
+                        break;
+                }
+        }
+        return 0;
+}
+
 int composer_run(const char *prompt, const struct composer_candidate *c, size_t n,
                  const struct composer_options *opt, const struct embedder *e, struct arena *a,
                  struct composer_result *out, struct st_error *err)
 {
-        struct composer_result r = {.composer = "rules", .n_images = 0};
-        struct composer_options base_opt;
-        const struct pick **accepted;
+        struct composer_result r = {.composer = "rules"};
+        struct composer_choice *choices;
         struct pick *picks;
-        size_t n_picks, n_accepted, *per_topic;
+        size_t n_picks, n_choices, n_keep, *keep;
         int rc;
 
         assert(prompt && opt && e && a && out && (c || n == 0));
-        if ((rc = check_input(prompt, c, n, opt, err)))
+        (void)e; /* topics are matched on the built-in sparse features (step c) */
+        if ((rc = composer_eligible(prompt, c, n, opt, a, &keep, &n_keep, &r, err)))
                 return rc;
-        r.n_images = (size_t)opt->n_images;
         r.topics = arena_calloc(a, COMPOSER_MAX_TOPICS, sizeof(*r.topics));
-        per_topic = arena_calloc(a, COMPOSER_MAX_TOPICS, sizeof(*per_topic));
-        picks = arena_calloc(a, n ? n : 1, sizeof(*picks));
-        accepted = arena_calloc(a, n ? n : 1, sizeof(*accepted));
-        if (!r.topics || !per_topic || !picks || !accepted)
+        picks = arena_calloc(a, n_keep ? n_keep : 1, sizeof(*picks));
+        choices = arena_calloc(a, n_keep ? n_keep : 1, sizeof(*choices));
+        if (!r.topics || !picks || !choices)
                 return st_fail(err, ST_ENOMEM, "composer: no memory");
         if ((rc = split_topics(prompt, a, r.topics, &r.n_topics, err)))
                 return rc;
-        r.base_model = opt->base_model;
-        if (!r.base_model) {
-                /* Adapters of different base models cannot share one image. */
-                base_opt = *opt;
-                base_opt.base_model = best_base(prompt, c, n, opt);
-                r.base_model = base_opt.base_model;
-                opt = &base_opt;
-        }
-        if ((rc = score_candidates(prompt, c, n, opt, e, a, &r, picks, &n_picks, err)))
+        if ((rc = score_candidates(prompt, c, keep, n_keep, opt, a, &r, picks, &n_picks, err)))
                 return rc;
-        n_accepted = choose(c, opt, &r, picks, n_picks, per_topic, accepted);
-        if ((rc = fill_result(c, a, &r, per_topic, accepted, n_accepted, err)))
+        if ((rc = relative_choices(&r, a, picks, n_picks, choices, &n_choices,
+                                   &r.excluded.weak_match, err)))
                 return rc;
-        if ((rc = build_masks(prompt, a, &r, err)))
+        if ((rc = composer_assemble(prompt, c, choices, n_choices, opt, a, &r, err)))
                 return rc;
-        for (size_t j = 0; j < r.n_adapters; j++)
-                r.adapters[j].weight = r.weights[j];
         *out = r;
         return 0;
 }

@@ -5,6 +5,10 @@
  * instead of an LLM).  Every step and formula is described at the top of
  * composer.c; every chosen adapter carries a reason saying why it was chosen.
  *
+ * The LLM composer (query/composer_llm.h) chooses by other means but shares
+ * the filters (composer_eligible) and the limits, weights and masks
+ * (composer_assemble), so both answer in the same composer_result.
+ *
  * Usage:
  *
  *	struct composer_options opt;
@@ -82,7 +86,8 @@ struct composer_excluded {
 };
 
 struct composer_result {
-        const char *composer;   /* "rules" */
+        const char *composer;   /* "rules", or the LLM composer's model name */
+        const char *fallback;   /* why the LLM composer fell back to rules; NULL when it did not */
         const char *base_model; /* the requested one, or chosen from the candidates (step a) */
         struct composer_topic *topics;
         size_t n_topics;
@@ -115,6 +120,41 @@ void composer_options_default(struct composer_options *o);
 int composer_run(const char *prompt, const struct composer_candidate *c, size_t n,
                  const struct composer_options *opt, const struct embedder *e, struct arena *a,
                  struct composer_result *out, struct st_error *err);
+
+/* One adapter a composer chose for a topic, before limits, weights and masks. */
+struct composer_choice {
+        size_t cand;        /* index into the candidates */
+        size_t topic;       /* index into composer_result.topics */
+        float score;        /* becomes composer_adapter.score */
+        const char *reason; /* becomes composer_adapter.reason; borrowed, must outlive the result */
+};
+
+/*
+ * Step (a) for any composer: check the input as composer_run() does and
+ * filter the candidates.  *keep (in a) gets the indexes of the n_keep
+ * eligible candidates, in retrieval order.  r gets base_model (the
+ * requested one or the one step (a) picks), n_images and the exclusion
+ * counts; nothing else of r is touched, so zero it first.  Errors: those of
+ * composer_run() but the embedder's.
+ */
+int composer_eligible(const char *prompt, const struct composer_candidate *c, size_t n,
+                      const struct composer_options *opt, struct arena *a, size_t **keep,
+                      size_t *n_keep, struct composer_result *r, struct st_error *err);
+
+/*
+ * Steps (d)'s limits, (e) and (f) for choices[0..n_choices), most wanted
+ * first: a choice is dropped, and counted in r->excluded, when the same
+ * model or file was taken before it, its topic already has max_per_topic
+ * adapters, or it is a style adapter and max_style were taken.  The others
+ * fill r->adapters grouped by topic (topic order, then choice order) and
+ * r->topics[t].adapters, and r->masks and r->weights per the paper.  r must
+ * hold topics, n_topics, n_images (composer_eligible) beforehand.  Errors:
+ * ST_EINVAL (a choice's topic out of range), ST_ENOMEM.
+ */
+int composer_assemble(const char *prompt, const struct composer_candidate *c,
+                      const struct composer_choice *choices, size_t n_choices,
+                      const struct composer_options *opt, struct arena *a,
+                      struct composer_result *r, struct st_error *err);
 
 /*
  * The file a user downloads for doc: the first ".safetensors" file, else the

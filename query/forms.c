@@ -182,17 +182,25 @@ static void file_stem(struct buf *b, const struct st_doc *d)
                 b->p[start] = '_';
 }
 
-/* Stem and extension of adapter j, ignoring the others. */
-static char *plain_name(const struct composer_result *r, size_t j, int *rc)
+/* Stem and extension of d's file, whatever other adapters an answer has. */
+static char *plain_name(const struct st_doc *d, int *rc)
 {
         struct buf b = {0};
         char *s = NULL;
 
-        file_stem(&b, r->adapters[j].doc);
-        file_ext(&b, r->adapters[j].doc);
+        file_stem(&b, d);
+        file_ext(&b, d);
         if (buf_finish(&b, &s) && !*rc)
                 *rc = ST_ENOMEM;
         return s;
+}
+
+int forms_save_as(const struct st_doc *d, char **out)
+{
+        int rc = 0;
+
+        *out = plain_name(d, &rc);
+        return rc;
 }
 
 /*
@@ -206,11 +214,11 @@ static char *plain_name(const struct composer_result *r, size_t j, int *rc)
 static void save_as(struct buf *b, const struct composer_result *r, size_t j, bool ext)
 {
         const struct st_doc *d = r->adapters[j].doc;
-        char *mine = plain_name(r, j, &b->rc);
+        char *mine = plain_name(d, &b->rc);
         bool clash = false;
 
         for (size_t i = 0; mine && i < r->n_adapters && !clash; i++) {
-                char *other = i == j ? NULL : plain_name(r, i, &b->rc);
+                char *other = i == j ? NULL : plain_name(r->adapters[i].doc, &b->rc);
 
                 clash = other && strcasecmp(mine, other) == 0;
                 free(other);
@@ -686,6 +694,7 @@ int composer_result_to_json(const struct composer_result *r, const char *prompt,
                 return ST_ENOMEM;
         put(root, "prompt", text(prompt), &rc);
         put(root, "composer", text(r->composer), &rc);
+        put(root, "composer_fallback", text(r->fallback), &rc);
         put(root, "base_model", text(r->base_model), &rc);
         put(root, "topics", topics_json(r, &rc), &rc);
         adapters = json_array();

@@ -7,7 +7,10 @@
  *
  *   key              type      meaning
  *   prompt           string    the prompt as received
- *   composer         string    "rules" (or the LLM composer's name)
+ *   composer         string    "rules", or the model name of the LLM composer that chose
+ *   composer_fallback string|null why the LLM composer fell back to the rules
+ *                              (composer_llm.h; printable ASCII, at most 200 bytes);
+ *                              null when it did not or there is no LLM composer
  *   base_model       string|null the requested base model, or the one the composer chose
  *   topics           [object]  in prompt order, empty ones kept:
  *     .topic         string      words of the prompt
@@ -111,6 +114,13 @@ int forms_comfyui(const struct composer_result *r, size_t image, const char *che
  * bytes in comments, so a hostile file name cannot inject code.
  */
 int forms_diffusers(const struct composer_result *r, char **out);
+
+/*
+ * The name to save d's primary file under, as the forms use it when no
+ * other adapter of the answer has the same (save_as above, without the
+ * "-<version>" of a clash); *out is malloc'd.  ST_ENOMEM.
+ */
+int forms_save_as(const struct st_doc *d, char **out);
 
 /* The JSON answer described above, compact; *out is malloc'd. */
 int composer_result_to_json(const struct composer_result *r, const char *prompt, const char *format,

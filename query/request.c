@@ -114,6 +114,41 @@ static int base_model(const char *given, const char **out, struct st_error *err)
         return 0;
 }
 
+/* blocked: an array of ids (strings of 1..COMPOSE_REQUEST_MAX_ID bytes), at most MAX_BLOCKED. */
+static int blocked_field(json_t *root, struct arena *a, struct compose_request *req,
+                         struct st_error *err)
+{
+        json_t *v = field(root, "blocked");
+        size_t n;
+
+        if (!v)
+                return 0;
+        if (!json_is_array(v))
+                return st_fail(err, ST_ETYPE, "blocked: expected an array of adapter ids");
+        n = json_array_size(v);
+        if (n > COMPOSE_REQUEST_MAX_BLOCKED)
+                return st_fail(err, ST_ETOOBIG, "blocked: %zu ids, at most %d", n,
+                               COMPOSE_REQUEST_MAX_BLOCKED);
+        req->blocked = arena_calloc(a, n + 1, sizeof(*req->blocked));
+        if (!req->blocked)
+                return st_fail(err, ST_ENOMEM, "blocked: no memory");
+        for (size_t i = 0; i < n; i++) {
+                json_t *id = json_array_get(v, i);
+                size_t len = json_is_string(id) ? json_string_length(id) : 0;
+
+                if (!json_is_string(id))
+                        return st_fail(err, ST_ETYPE, "blocked[%zu]: expected a string", i);
+                if (len == 0 || len > COMPOSE_REQUEST_MAX_ID ||
+                    strlen(json_string_value(id)) != len)
+                        return st_fail(err, ST_EINVAL, "blocked[%zu]: not an adapter id", i);
+                req->blocked[i] = arena_strndup(a, json_string_value(id), len);
+                if (!req->blocked[i])
+                        return st_fail(err, ST_ENOMEM, "blocked: no memory");
+        }
+        req->n_blocked = n;
+        return 0;
+}
+
 static int parse_error(const json_error_t *je, struct st_error *err)
 {
         int code = ST_EPARSE;
@@ -149,6 +184,8 @@ static int parse_fields(json_t *root, struct arena *a, struct compose_request *r
         if ((rc = bool_field(root, "allow_nsfw", &req->allow_nsfw, err)))
                 return rc;
         if ((rc = bool_field(root, "allow_characters", &req->allow_characters, err)))
+                return rc;
+        if ((rc = blocked_field(root, a, req, err)))
                 return rc;
         return format_field(root, a, &req->format, err);
 }

@@ -11,6 +11,8 @@
  *   allow_nsfw        bool    no                                    false
  *   allow_characters  bool    no                                    false
  *   format            string  no        json|a1111|comfyui|diffusers NULL (all forms)
+ *   blocked           [string] no       adapter ids never to return, none
+ *                                       <= 512 ids of 1..255 bytes
  *
  * A key whose value is null counts as absent, as does an empty base_model.
  * Unknown keys are ignored (forward compatible); a key given twice is
@@ -20,7 +22,8 @@
  * normalized name.  Any other name is ST_EINVAL: it would match no adapter.
  *
  * Errors, each with the field named in err:
- *   ST_ETOOBIG   body over the limit, prompt or base_model too long
+ *   ST_ETOOBIG   body over the limit, prompt or base_model too long, too many
+ *                blocked ids
  *   ST_EPARSE    not JSON, or a key given twice
  *   ST_ETRUNC    JSON that ends early
  *   ST_ETYPE     body not an object, a field of the wrong type (n_images 2.0
@@ -47,6 +50,8 @@
 #define COMPOSE_REQUEST_MAX_IMAGES     16
 #define COMPOSE_REQUEST_MAX_K          1000
 #define COMPOSE_REQUEST_DEFAULT_K      150
+#define COMPOSE_REQUEST_MAX_BLOCKED    512
+#define COMPOSE_REQUEST_MAX_ID         255 /* bytes of an adapter id */
 
 struct compose_request {
         const char *prompt;     /* in the arena, NUL-free, never NULL after success */
@@ -55,7 +60,9 @@ struct compose_request {
         int k;                  /* candidates to retrieve, 1..1000 */
         bool allow_nsfw;
         bool allow_characters;
-        const char *format; /* static "json", "a1111", "comfyui", "diffusers", or NULL */
+        const char *format;   /* static "json", "a1111", "comfyui", "diffusers", or NULL */
+        const char **blocked; /* n_blocked ids in the arena, none retrieved or composed */
+        size_t n_blocked;
 };
 
 /*

@@ -5,6 +5,7 @@
  *   method  path            body                       answer
  *   POST    /v1/compose     query/request.h            adapter set (query/forms.h), 200
  *   POST    /v1/retrieve    same                       {"candidates":[{id,name,score,...}]}
+ *   GET     /v1/adapters/{id}  -                       {"adapter": StylusDoc, "save_as"}
  *   GET     /healthz        -                          {"ok":true}
  *   GET     /metrics        -                          Prometheus text
  *
@@ -31,8 +32,10 @@
 #include "query/fanout.h"
 #include "query/request.h"
 #include "query/service.h"
+#include "query/zmq_front.h"
 
 #define MAX_SHARD_ARGS FANOUT_MAX_SHARDS
+#define ADAPTERS       "/v1/adapters/" /* GET /v1/adapters/{id} */
 
 /* Body accumulated across upload callbacks of one request. */
 struct upload {
@@ -71,9 +74,7 @@ static enum MHD_Result send_error(struct service *svc, struct MHD_Connection *co
                                   int code, const char *message)
 {
         service_count_error(svc);
-        return send_json(
-            conn, status,
-            json_pack("{s:{s:s,s:s}}", "error", "code", st_strerror(code), "message", message));
+        return send_json(conn, status, service_error_json(code, message));
 }
 
 static enum MHD_Result run_request(struct service *svc, struct MHD_Connection *conn,
@@ -136,6 +137,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                    !strcmp(url, "/v1/compose") ? SERVICE_COMPOSE : SERVICE_RETRIEVE,
                                    up);
         }
+        if (!strncmp(url, ADAPTERS, strlen(ADAPTERS))) {
+                struct upload id = {(char *)url + strlen(ADAPTERS), strlen(url) - strlen(ADAPTERS),
+                                    false};
+
+                if (post)
+                        return send_error(svc, conn, 405, ST_EINVAL, "use GET");
+                return run_request(svc, conn, SERVICE_ADAPTER, &id);
+        }
         if (!strcmp(url, "/healthz"))
                 return send_json(conn, 200, json_pack("{s:b}", "ok", 1));
         if (!strcmp(url, "/metrics"))
@@ -161,10 +170,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **state,
 static void usage(FILE *f)
 {
         fputs("usage: stylus serve --shard ENDPOINT[,REPLICA...]... [--listen ADDR:PORT]\n"
-              "                    [--dim N] [--deadline-ms MS] [--curve-key F --curve-server-key "
-              "F]\n"
+              "                    [--zmq-listen ENDPOINT] [--dim N] [--deadline-ms MS]\n"
+              "                    [--curve-key F --curve-server-key F [--curve-allow F]]\n"
               "                    [--embed-url URL --embed-model NAME --embed-dim D\n"
               "                     [--embed-key-file F] ...]\n"
+              "                    [--composer-url URL --composer-model NAME\n"
+              "                     [--composer-key-file F] [--composer-timeout-ms MS]]\n"
               "\n"
               "Run a query node: HTTP POST /v1/compose embeds the prompt, asks one replica\n"
               "of every shard for its top-K, and composes an adapter set with weights and\n"
@@ -176,23 +187,39 @@ static void usage(FILE *f)
               "  --shard LIST       one shard: its replica endpoints, comma-separated\n"
               "                     (repeat once per shard, in shard order)\n"
               "  --listen ADDR:PORT HTTP address (default 127.0.0.1:8080)\n"
+              "  --zmq-listen ENDPOINT  also answer the same requests as msgpack maps on a\n"
+              "                     ZeroMQ ROUTER (docs/zmq.md), e.g. tcp://127.0.0.1:5700;\n"
+              "                     CURVE (--curve-key, --curve-allow) unless on loopback\n"
+              "                     with --insecure\n"
               "  --dim N            dimension of the built-in embedder (default 384)\n"
               "  --deadline-ms MS   time allowed for the shards (default 2000)\n"
               "  --curve-key F      this node's CURVE keypair (or STYLUS_CURVE_KEY)\n"
               "  --curve-server-key F  the shards' public key (or STYLUS_CURVE_SERVER_KEY);\n"
-              "                     needed for shards that are not on loopback\n",
+              "                     needed for shards that are not on loopback\n"
+              "  --curve-allow F    client keys the ZeroMQ front accepts (or STYLUS_CURVE_ALLOW)\n",
               f);
         fputs(EMBEDDER_CHOICE_USAGE, f);
         fputs(
             "                       (default here 10000: a caller is waiting)\n"
+            "  --composer-url URL   compose with one LLM call to an OpenAI-compatible\n"
+            "                       /v1/chat/completions endpoint (docs/composer.md); on any\n"
+            "                       failure the built-in rule composer answers\n"
+            "  --composer-model NAME  the LLM (required with --composer-url)\n"
+            "  --composer-key-file F  file holding the API key (else $STYLUS_COMPOSER_KEY);\n"
+            "                       never logged\n"
+            "  --composer-timeout-ms MS  the LLM call, connect included (default 10000)\n"
             "\n"
             "examples:\n"
             "  stylus serve --shard tcp://127.0.0.1:5600\n"
             "  stylus serve --shard tcp://a:5600,tcp://b:5600 --shard tcp://c:5601 "
             "--listen 0.0.0.0:8080\n"
+            "  stylus --insecure serve --shard tcp://127.0.0.1:5600 "
+            "--zmq-listen tcp://127.0.0.1:5700\n"
             "  STYLUS_EMBED_KEY=sk-... stylus serve --shard tcp://127.0.0.1:5600 \\\n"
             "      --embed-url https://api.openai.com/v1 --embed-model text-embedding-3-small \\\n"
-            "      --embed-dim 1536\n",
+            "      --embed-dim 1536\n"
+            "  STYLUS_COMPOSER_KEY=sk-... stylus serve --shard tcp://127.0.0.1:5600 \\\n"
+            "      --composer-url https://api.openai.com/v1 --composer-model gpt-4o\n",
             f);
 }
 
@@ -224,6 +251,12 @@ int cmd_serve(int argc, char **argv)
             {"deadline-ms", required_argument, NULL, 't'},
             {"curve-key", required_argument, NULL, 'K'},
             {"curve-server-key", required_argument, NULL, 'S'},
+            {"curve-allow", required_argument, NULL, 'A'},
+            {"zmq-listen", required_argument, NULL, 'z'},
+            {"composer-url", required_argument, NULL, 'u'},
+            {"composer-model", required_argument, NULL, 'm'},
+            {"composer-key-file", required_argument, NULL, 'k'},
+            {"composer-timeout-ms", required_argument, NULL, 'o'},
             {"help", no_argument, NULL, 'h'},
             EMBEDDER_CHOICE_OPTIONS,
             {NULL, 0, NULL, 0},
@@ -234,17 +267,21 @@ int cmd_serve(int argc, char **argv)
         struct security security = {0};
         struct st_error err = {0};
         struct embedder_flags ef;
+        struct composer_llm_config llm;
         struct sockaddr_in sa;
         struct MHD_Daemon *d;
         const char *shards[MAX_SHARD_ARGS];
         const char *listen = "127.0.0.1:8080";
-        const char *curve_key = NULL, *curve_server_key = NULL;
+        const char *curve_key = NULL, *curve_server_key = NULL, *curve_allow = NULL;
+        const char *zmq_listen = NULL;
+        struct zmq_front *front = NULL;
         size_t n_shards = 0;
         long dim = EMBED_DEFAULT_DIM, deadline = 2000;
         bool dim_given = false;
         int c, rc;
 
         embedder_flags_init(&ef);
+        composer_llm_config_defaults(&llm);
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
                 rc = embedder_flags_take(&ef, c, optarg, &err);
                 if (rc < 0) {
@@ -278,6 +315,24 @@ int cmd_serve(int argc, char **argv)
                 case 'S':
                         curve_server_key = optarg;
                         break;
+                case 'A':
+                        curve_allow = optarg;
+                        break;
+                case 'z':
+                        zmq_listen = optarg;
+                        break;
+                case 'u':
+                        llm.url = optarg;
+                        break;
+                case 'm':
+                        llm.model = optarg;
+                        break;
+                case 'k':
+                        llm.key_file = optarg;
+                        break;
+                case 'o':
+                        llm.deadline_ms = strtol(optarg, NULL, 10);
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -289,6 +344,11 @@ int cmd_serve(int argc, char **argv)
         if (n_shards == 0 || deadline <= 0 || parse_listen(listen, &sa) || dim <= 0 ||
             dim > EMBED_MAX_DIM || optind < argc) {
                 usage(stderr);
+                return 2;
+        }
+        if (!llm.url != !llm.model || (!llm.url && llm.key_file) || llm.deadline_ms <= 0) {
+                fprintf(stderr, "stylus serve: --composer-url and --composer-model go together "
+                                "(with an optional key file and a timeout > 0)\n");
                 return 2;
         }
         if (dim_given && ef.url) {
@@ -303,7 +363,8 @@ int cmd_serve(int argc, char **argv)
         cfg.security = &security;
         cfg.embed = &ef;
         cfg.dim = (int)dim;
-        if (security_load(&security, curve_key, curve_server_key, NULL, &err) ||
+        cfg.composer = llm.url ? &llm : NULL;
+        if (security_load(&security, curve_key, curve_server_key, curve_allow, &err) ||
             service_open(&cfg, &svc, &err)) {
                 fprintf(stderr, "stylus serve: %s\n", st_error_text(&err, err.code));
                 security_release(&security);
@@ -320,11 +381,21 @@ int cmd_serve(int argc, char **argv)
                 security_release(&security);
                 return 1;
         }
+        if (zmq_listen && zmq_front_start(svc, zmq_listen, &security, &front, &err)) {
+                log_error("ZeroMQ front: %s", st_error_text(&err, err.code));
+                MHD_stop_daemon(d);
+                service_close(&svc);
+                security_release(&security);
+                return 1;
+        }
+        if (front)
+                log_info("query node answers msgpack requests on %s", zmq_listen);
         log_info("query node on http://%s over %zu shard(s), embedding model %s (%d dims)", listen,
                  n_shards, service_model(svc), service_dim(svc));
         worker_stop_on_signals(&stop);
         while (!stop)
                 pause();
+        zmq_front_stop(&front);
         MHD_stop_daemon(d);
         service_close(&svc);
         security_release(&security);

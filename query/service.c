@@ -4,10 +4,12 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "proto/log.h"
 #include "proto/wire.h"
 #include "query/composer.h"
+#include "query/composer_llm.h"
 #include "query/fanout.h"
 #include "query/forms.h"
 #include "query/request.h"
@@ -18,6 +20,7 @@ struct service {
         pthread_mutex_t lock; /* one request at a time; guards everything below */
         struct fanout *fanout;
         struct embedder_choice embedder;
+        struct composer_llm *llm; /* NULL: the rule composer only */
         uint64_t requests, errors, composed, partial;
         double seconds; /* summed time of the requests handled */
 };
@@ -40,14 +43,18 @@ int service_open(const struct service_config *cfg, struct service **out, struct 
                 return err->code ? err->code : ST_EINVAL;
         }
         if (fanout_new(cfg->shards, cfg->n_shards, cfg->deadline_ms, cfg->security, &s->fanout,
-                       err)) {
-                embedder_choice_close(&s->embedder);
-                pthread_mutex_destroy(&s->lock);
-                free(s);
-                return err->code ? err->code : ST_EINVAL;
-        }
+                       err))
+                goto out_close;
+        if (cfg->composer && composer_llm_new(cfg->composer, &s->llm, err))
+                goto out_close;
+        if (s->llm)
+                log_info("composing with %s at %s", composer_llm_model(s->llm),
+                         composer_llm_endpoint(s->llm));
         *out = s;
         return 0;
+out_close:
+        service_close(&s);
+        return err->code ? err->code : ST_EINVAL;
 }
 
 void service_close(struct service **sp)
@@ -56,6 +63,7 @@ void service_close(struct service **sp)
 
         if (!s)
                 return;
+        composer_llm_destroy(&s->llm);
         fanout_destroy(&s->fanout);
         embedder_choice_close(&s->embedder);
         pthread_mutex_destroy(&s->lock);
@@ -80,6 +88,8 @@ static unsigned status_of(int code)
                 return 413;
         case ST_EAGAIN:
                 return 503;
+        case ST_ENOTFOUND:
+                return 404;
         case ST_EDIM:
                 return 500;
         case ST_ENOMEM:
@@ -123,6 +133,8 @@ static int retrieve(struct service *s, const struct compose_request *req, struct
             .k = (size_t)req->k,
             .base_model = req->base_model,
             .allow_nsfw = req->allow_nsfw,
+            .blocked = req->blocked,
+            .n_blocked = req->n_blocked,
         };
         int rc;
 
@@ -168,9 +180,40 @@ static json_t *candidates_json(const struct composer_candidate *cand, size_t n, 
                  : NULL;
 }
 
-static json_t *error_json(int code, const char *message)
+json_t *service_error_json(int code, const char *message)
 {
         return json_pack("{s:{s:s,s:s}}", "error", "code", st_strerror(code), "message", message);
+}
+
+/* SERVICE_ADAPTER: the doc of the id in body, from whichever shard holds it. */
+static int adapter(struct service *s, const char *body, size_t len, struct arena *a, json_t **out,
+                   struct st_error *err)
+{
+        struct st_doc doc;
+        char *id, *text = NULL, *name = NULL;
+        size_t text_len = 0;
+        double coverage;
+        int rc;
+
+        if (len == 0 || len > COMPOSE_REQUEST_MAX_ID || memchr(body, '\0', len))
+                return st_fail(err, ST_EINVAL, "an adapter id is 1..%d bytes",
+                               COMPOSE_REQUEST_MAX_ID);
+        id = arena_strndup(a, body, len);
+        if (!id)
+                return st_fail(err, ST_ENOMEM, "out of memory");
+        rc = fanout_get_doc(s->fanout, id, a, &doc, &coverage, err);
+        if (rc == 0 && (st_doc_to_json(&doc, &text, &text_len) || forms_save_as(&doc, &name)))
+                rc = st_fail(err, ST_ENOMEM, "cannot build the answer");
+        if (rc == 0) {
+                json_t *j = json_loadb(text, text_len, 0, NULL);
+
+                *out = j ? json_pack("{s:o,s:s}", "adapter", j, "save_as", name) : NULL;
+                if (!*out)
+                        rc = st_fail(err, ST_ENOMEM, "cannot build the answer");
+        }
+        free(text);
+        free(name);
+        return rc;
 }
 
 /* service_handle() with the lock held. */
@@ -191,6 +234,10 @@ static unsigned handle(struct service *s, enum service_op op, const char *body, 
         int rc;
 
         arena_init(&a, QUERY_ARENA);
+        if (op == SERVICE_ADAPTER) {
+                rc = adapter(s, body, len, &a, &j, &err);
+                goto out;
+        }
         rc = compose_request_parse(body ? body : "", len, &a, &req, &err);
         if (!rc)
                 rc = retrieve(s, &req, &a, &cand, &n, &coverage, &status, &err);
@@ -203,18 +250,22 @@ static unsigned handle(struct service *s, enum service_op op, const char *body, 
                 opt.n_images = req.n_images;
                 opt.allow_nsfw = req.allow_nsfw;
                 opt.allow_characters = req.allow_characters;
-                rc = composer_run(req.prompt, cand, n, &opt, &s->embedder.builtin, &a, &res, &err);
+                rc = s->llm ? composer_llm_run(s->llm, req.prompt, cand, n, &opt,
+                                               &s->embedder.builtin, &a, &res, &err)
+                            : composer_run(req.prompt, cand, n, &opt, &s->embedder.builtin, &a,
+                                           &res, &err);
                 if (!rc)
                         rc = composer_result_to_json(&res, req.prompt, req.format, &text);
                 if (!rc && !(j = with_coverage(text, coverage)))
                         rc = st_fail(&err, ST_ENOMEM, "cannot build the answer");
                 s->composed += rc == 0;
         }
+out:
         free(text);
         arena_release(&a);
         if (rc) {
                 s->errors++;
-                *answer = error_json(rc, st_error_text(&err, rc));
+                *answer = service_error_json(rc, st_error_text(&err, rc));
                 return status ? status : status_of(rc);
         }
         *answer = j;
@@ -233,7 +284,7 @@ unsigned service_handle(struct service *s, enum service_op op, const char *body,
         s->requests++;
         if (len > COMPOSE_REQUEST_MAX_BODY) {
                 s->errors++;
-                *answer = error_json(ST_ETOOBIG, "request body over 64 KiB");
+                *answer = service_error_json(ST_ETOOBIG, "request body over 64 KiB");
                 status = 413;
         } else {
                 status = handle(s, op, body, len, answer);
@@ -273,12 +324,30 @@ static void embed_metrics(const struct service *s, char *buf, size_t size)
                  (unsigned long long)st.rate_limited, (unsigned long long)st.failures);
 }
 
+/* The composer's counters (zero without an LLM composer). */
+static void composer_metrics(const struct service *s, char *buf, size_t size)
+{
+        struct composer_llm_stats st = {0};
+
+        if (s->llm)
+                composer_llm_get_stats(s->llm, &st);
+        snprintf(buf, size,
+                 "# TYPE stylus_composer_llm_calls_total counter\n"
+                 "stylus_composer_llm_calls_total %llu\n"
+                 "# TYPE stylus_composer_llm_fallbacks_total counter\n"
+                 "stylus_composer_llm_fallbacks_total %llu\n"
+                 "# TYPE stylus_composer_llm_seconds_total counter\n"
+                 "stylus_composer_llm_seconds_total %.3f\n",
+                 (unsigned long long)st.calls, (unsigned long long)st.fallbacks, st.seconds);
+}
+
 void service_metrics(struct service *s, char *buf, size_t size)
 {
-        char embed[768];
+        char embed[768], composer[512];
 
         pthread_mutex_lock(&s->lock);
         embed_metrics(s, embed, sizeof(embed));
+        composer_metrics(s, composer, sizeof(composer));
         snprintf(buf, size,
                  "# TYPE stylus_query_requests_total counter\n"
                  "stylus_query_requests_total %llu\n"
@@ -289,9 +358,9 @@ void service_metrics(struct service *s, char *buf, size_t size)
                  "# TYPE stylus_query_partial_total counter\n"
                  "stylus_query_partial_total %llu\n"
                  "# TYPE stylus_query_seconds_total counter\n"
-                 "stylus_query_seconds_total %.3f\n%s",
+                 "stylus_query_seconds_total %.3f\n%s%s",
                  (unsigned long long)s->requests, (unsigned long long)s->errors,
-                 (unsigned long long)s->composed, (unsigned long long)s->partial, s->seconds,
-                 embed);
+                 (unsigned long long)s->composed, (unsigned long long)s->partial, s->seconds, embed,
+                 composer);
         pthread_mutex_unlock(&s->lock);
 }

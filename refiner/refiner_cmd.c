@@ -12,6 +12,7 @@
 #include "ops/commands.h"
 #include "proto/cli.h"
 #include "proto/doc.h"
+#include "proto/http_util.h"
 #include "proto/log.h"
 #include "proto/wire.h"
 #include "refiner/card.h"
@@ -127,48 +128,6 @@ static bool parse_number(const char *s, long long min, long long max, long long 
         return errno == 0 && end != s && *end == '\0' && *out >= min && *out <= max;
 }
 
-/*
- * The key from file (when not NULL), else from $STYLUS_VLM_KEY, into
- * buf[size] without surrounding whitespace; "" when neither is set.
- * Returns false (logged, without the key) when the file cannot be read or
- * the key is over size - 1 bytes.
- */
-static bool read_key(const char *file, char *buf, size_t size)
-{
-        const char *env = getenv("STYLUS_VLM_KEY");
-        size_t n, start = 0;
-        FILE *f;
-
-        buf[0] = '\0';
-        if (file) {
-                f = fopen(file, "r");
-                if (!f) {
-                        log_error("--vlm-key-file %s: %s", file, strerror(errno));
-                        return false;
-                }
-                n = fread(buf, 1, size, f);
-                fclose(f);
-        } else if (env) {
-                n = strlen(env);
-                memcpy(buf, env, n < size ? n : size);
-        } else {
-                return true;
-        }
-        if (n >= size) {
-                explicit_bzero(buf, size);
-                log_error("%s: the key is over %zu bytes", file ? file : "STYLUS_VLM_KEY",
-                          size - 1);
-                return false;
-        }
-        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-                n--;
-        while (start < n && (buf[start] == ' ' || buf[start] == '\t'))
-                start++;
-        memmove(buf, buf + start, n - start);
-        buf[n - start] = '\0';
-        return true;
-}
-
 /* Set one numeric vlm option from optarg; false when it is not a number in range. */
 static bool numeric_option(int c, struct vlm_config *vc)
 {
@@ -229,8 +188,10 @@ static struct vlm *open_vlm(struct vlm_config *vc, const char *key_file)
         struct st_error err = {0};
         struct vlm *v = NULL;
         char key[VLM_KEY_MAX + 1];
-        bool ok = read_key(key_file, key, sizeof(key));
+        bool ok = http_util_read_key(key_file, "STYLUS_VLM_KEY", key, sizeof(key), &err) == 0;
 
+        if (!ok)
+                log_error("%s", st_error_text(&err, err.code));
         vc->key = key[0] ? key : NULL;
         if (ok && vlm_new(vc, &v, &err) != 0)
                 log_error("%s", st_error_text(&err, err.code));

@@ -26,7 +26,6 @@
 #define IMAGE_TOKENS_ESTIMATE  800 /* per image; gpt-4o bills 255-765 for a tile set */
 #define ANSWER_TOKENS_ESTIMATE 250
 #define STATS_LOG_EVERY        100 /* jobs between two totals lines */
-#define KEY_PREFIX             8   /* bytes of the key that make a server message withheld */
 
 struct vlm {
         struct vlm_config cfg; /* url, model, key, user_agent point to the copies below */
@@ -51,12 +50,12 @@ struct job {
         double temperature;
         char *body; /* malloc'd request of this temperature */
         size_t body_len;
-        uint64_t estimate;     /* tokens, for the rate limit */
-        long retry_after_ms;   /* of the last answer, -1 when none */
-        unsigned attempts;     /* requests sent */
-        bool interrupted;      /* a signal cut a wait short */
-        struct vlm_usage used; /* summed over attempts */
-        struct st_error why;   /* the last failure */
+        uint64_t estimate;      /* tokens, for the rate limit */
+        long retry_after_ms;    /* of the last answer, -1 when none */
+        unsigned attempts;      /* requests sent */
+        bool interrupted;       /* a signal cut a wait short */
+        struct chat_usage used; /* summed over attempts */
+        struct st_error why;    /* the last failure */
 };
 
 void vlm_config_defaults(struct vlm_config *c)
@@ -286,20 +285,6 @@ static int prepare(struct vlm *v, struct job *j, const struct st_doc *card, stru
 
 /* ---- one attempt ---- */
 
-/* Whether msg holds the key or its first KEY_PREFIX bytes (a cut message may end inside it). */
-static bool quotes_key(const struct vlm *v, const char *msg)
-{
-        char prefix[KEY_PREFIX + 1];
-        size_t n;
-
-        if (!v->key)
-                return false;
-        n = strlen(v->key) < KEY_PREFIX ? strlen(v->key) : KEY_PREFIX;
-        memcpy(prefix, v->key, n);
-        prefix[n] = '\0';
-        return strstr(msg, prefix) != NULL;
-}
-
 /* The failure of a non-2xx answer, the server's message quoted unless it may hold the key. */
 static int http_failure(struct vlm *v, struct job *j, const struct vlm_http_request *req)
 {
@@ -308,9 +293,9 @@ static int http_failure(struct vlm *v, struct job *j, const struct vlm_http_requ
         if (req->status == 401 || req->status == 403)
                 return st_fail(&j->why, ST_EHTTP, "HTTP %ld: the endpoint refused the key",
                                req->status);
-        if (!vlm_error_message(req->body, req->body_len, msg, sizeof(msg)))
+        if (!chat_error_message(req->body, req->body_len, msg, sizeof(msg)))
                 return st_fail(&j->why, ST_EHTTP, "HTTP %ld", req->status);
-        if (quotes_key(v, msg))
+        if (http_util_quotes_key(msg, v->key))
                 snprintf(msg, sizeof(msg), "(message withheld: it quoted the key)");
         return st_fail(&j->why, req->status == 429 ? ST_EAGAIN : ST_EHTTP, "HTTP %ld: %s",
                        req->status, msg);
@@ -325,12 +310,12 @@ static bool retryable_status(long status)
 static int read_answer(struct vlm *v, struct job *j, const struct vlm_http_request *req,
                        struct arena *a, struct vlm_answer *ans)
 {
-        struct vlm_usage u;
+        struct chat_usage u;
         char *content;
         int rc;
 
-        rc = vlm_completion_parse(req->body ? req->body : "", req->body_len, a, &content, &u,
-                                  &j->why);
+        rc = chat_completion_parse(req->body ? req->body : "", req->body_len, a, &content, &u,
+                                   &j->why);
         if (u.known) {
                 j->used.prompt_tokens += u.prompt_tokens;
                 j->used.completion_tokens += u.completion_tokens;

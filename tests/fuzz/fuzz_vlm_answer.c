@@ -46,13 +46,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         const char *bytes = (const char *)data;
         struct st_error err = {0};
-        struct vlm_usage usage;
+        struct chat_usage usage;
         struct arena a;
         char *content = NULL, msg[128];
 
         arena_init(&a, FUZZ_ARENA_LIMIT);
         /* the bytes as a whole HTTP body, then as the model's own text */
-        if (vlm_completion_parse(bytes, size, &a, &content, &usage, &err) == 0) {
+        if (chat_completion_parse(bytes, size, &a, &content, &usage, &err) == 0) {
                 if (!content)
                         abort();
                 check_answer(content, strlen(content), &a);
@@ -60,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
         }
         check_answer(bytes, size, &a);
-        if (vlm_error_message(bytes, size, msg, sizeof(msg)) &&
+        if (chat_error_message(bytes, size, msg, sizeof(msg)) &&
             (strlen(msg) >= sizeof(msg) || strchr(msg, '\n')))
                 abort();
         arena_release(&a);

@@ -89,6 +89,15 @@ def post(url, body, raw=None):
         return e.code, json.loads(e.read() or b"{}")
 
 
+def get(url, method="GET"):
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
 def reuploads():
     """Ids of the fixture's re-uploads (truth.json duplicate_of): the catalog keeps their records
     but never indexes them once Civitai's by-hash answer names the original."""
@@ -185,6 +194,46 @@ def check_errors(http):
     assert code == 200 and len(ans["candidates"]) <= 5, (code, ans)
 
 
+def check_adapters_and_blocked(http):
+    """GET /v1/adapters/{id} for ids an answer names (Civitai and Hugging Face), its errors, and
+    blocked ids: the adapters of an answer, blocked, are gone from the next one, over HTTP and
+    through stylus ask --block."""
+    body = {"prompt": "a corgi dog in watercolor style with an umbrella", "k": 60}
+    code, first = post(http + "/v1/compose", body)
+    assert code == 200 and first["adapters"], (code, first)
+    code, cands = post(http + "/v1/retrieve", dict(body, k=300))
+    ids = [a["id"] for a in first["adapters"]]
+    hf = [c["id"] for c in cands["candidates"] if c["id"].startswith("hf:")][:1]
+    for a in first["adapters"]:
+        code, ans = get(http + "/v1/adapters/" + a["id"])
+        assert code == 200 and ans["adapter"]["id"] == a["id"], (a["id"], code, ans)
+        assert ans["adapter"]["name"] == a["name"] and ans["save_as"] == a["save_as"], (a, ans)
+    for hf_id in hf:
+        code, ans = get(http + "/v1/adapters/" + hf_id)
+        assert code == 200 and ans["adapter"]["id"] == hf_id, (hf_id, code, ans)
+        assert "__" in ans["save_as"] and "/" not in ans["save_as"], ans
+    code, ans = get(http + "/v1/adapters/civitai:999999999@1")
+    assert code == 404 and ans["error"]["code"], (code, ans)
+    assert get(http + "/v1/adapters/")[0] == 400
+    assert get(http + "/v1/adapters/" + ids[0], method="POST")[0] == 405
+
+    code, second = post(http + "/v1/compose", dict(body, blocked=ids))
+    assert code == 200, (code, second)
+    again = set(ids) & set(ids_of(second))
+    assert not again, ("blocked adapters came back", again)
+    code, cands = post(http + "/v1/retrieve", dict(body, k=300, blocked=ids))
+    assert code == 200 and not set(ids) & {c["id"] for c in cands["candidates"]}, cands
+    code, ans = post(http + "/v1/compose", dict(body, blocked="civitai:1@1"))
+    assert code == 400 and "blocked" in ans["error"]["message"], (code, ans)
+    out = subprocess.run([BIN, "ask", body["prompt"], "--server", http, "--format", "json"]
+                         + [w for i in ids for w in ("--block", i)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert not set(ids) & set(ids_of(json.loads(out.stdout))), out.stdout[:500]
+    print("adapters by id (%d, %d from the Hub) and blocked ids: ok; without %s: %s"
+          % (len(ids) + len(hf), len(hf), ids, ids_of(second)))
+
+
 def main():
     workdir = tempfile.mkdtemp(prefix="stylus-it-")
     cluster = Cluster(workdir)
@@ -225,6 +274,7 @@ def main():
         assert s["dead"] == 0, s
 
         check_errors(http)
+        check_adapters_and_blocked(http)
         n, failures = check_prompts(http, nsfw)
         cluster.check_alive()
         if failures:

@@ -480,7 +480,8 @@ static void test_request(void *ctx)
         wire_msg_release(&m);
 
         /* A bad endpoint. */
-        CHECK(wire_request(ctx, NULL, "not an endpoint", "STATUS", NULL, 0, 200, &reply) == ST_EINVAL);
+        CHECK(wire_request(ctx, NULL, "not an endpoint", "STATUS", NULL, 0, 200, &reply) ==
+              ST_EINVAL);
 
         /* A peer that answers. */
         len = sizeof(endpoint);

@@ -485,6 +485,30 @@ static void test_request(void)
 
         /* The body need not be NUL-terminated: only len bytes are read. */
         CHECK(compose_request_parse("{\"prompt\":\"x\"}garbage", 14, &a, &req, &err) == 0);
+        CHECK(req.n_blocked == 0);
+
+        /* Blocked ids: strings, none empty, with an embedded NUL or too many. */
+        CHECK(parse("{\"prompt\":\"x\",\"blocked\":[\"civitai:1@2\",\"hf:a/b@c\"]}", &a, &req,
+                    &err) == 0);
+        CHECK(req.n_blocked == 2 && strcmp(req.blocked[1], "hf:a/b@c") == 0);
+        CHECK(parse("{\"prompt\":\"x\",\"blocked\":null}", &a, &req, &err) == 0 &&
+              req.n_blocked == 0);
+        CHECK(parse("{\"prompt\":\"x\",\"blocked\":\"civitai:1@2\"}", &a, &req, &err) == ST_ETYPE);
+        CHECK(contains(err.msg, "blocked"));
+        CHECK(parse("{\"prompt\":\"x\",\"blocked\":[1]}", &a, &req, &err) == ST_ETYPE);
+        CHECK(parse("{\"prompt\":\"x\",\"blocked\":[\"\"]}", &a, &req, &err) == ST_EINVAL);
+        CHECK(parse("{\"prompt\":\"x\",\"blocked\":[\"a\\u0000b\"]}", &a, &req, &err) == ST_EPARSE);
+        {
+                char body[8192];
+                size_t len =
+                    (size_t)snprintf(body, sizeof(body), "{\"prompt\":\"x\",\"blocked\":[");
+
+                for (int i = 0; i <= COMPOSE_REQUEST_MAX_BLOCKED; i++)
+                        len += (size_t)snprintf(body + len, sizeof(body) - len, "%s\"%d\"",
+                                                i ? "," : "", i);
+                snprintf(body + len, sizeof(body) - len, "]}");
+                CHECK(parse(body, &a, &req, &err) == ST_ETOOBIG);
+        }
         arena_release(&a);
 }
 

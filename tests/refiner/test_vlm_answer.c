@@ -213,23 +213,23 @@ static void test_envelope(void)
             {"{\"choices\":[{\"message\":{\"content\":42}}]}", ST_ETYPE, "content is an integer"},
             {"{\"choices\":[{\"message\":{\"content\":\"x\"", ST_EPARSE, "not JSON"},
         };
-        struct vlm_usage u;
+        struct chat_usage u;
         struct st_error err = {0};
         const char *body;
         char *content;
         size_t i;
         int rc;
 
-        CHECK(vlm_completion_parse(good, strlen(good), &arena, &content, &u, &err) == 0);
+        CHECK(chat_completion_parse(good, strlen(good), &arena, &content, &u, &err) == 0);
         CHECK(content && strcmp(content, "{\"a\":1}") == 0);
         CHECK(u.known && u.prompt_tokens == 812 && u.completion_tokens == 95);
-        CHECK(vlm_completion_parse(parts, strlen(parts), &arena, &content, &u, &err) == 0);
+        CHECK(chat_completion_parse(parts, strlen(parts), &arena, &content, &u, &err) == 0);
         CHECK(content && strcmp(content, "{\"a\":1}") == 0);
         CHECK(!u.known);
         for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 memset(&err, 0, sizeof(err));
-                rc = vlm_completion_parse(bad[i].body, strlen(bad[i].body), &arena, &content, &u,
-                                          &err);
+                rc = chat_completion_parse(bad[i].body, strlen(bad[i].body), &arena, &content, &u,
+                                           &err);
                 if (rc != bad[i].code)
                         fprintf(stderr, "case %zu: got %s (%s)\n", i, st_strerror(rc), err.msg);
                 CHECK(rc == bad[i].code);
@@ -237,15 +237,15 @@ static void test_envelope(void)
         }
         /* usage counts even when the content is unusable */
         body = "{\"choices\":[],\"usage\":{\"prompt_tokens\":5}}";
-        CHECK(vlm_completion_parse(body, strlen(body), &arena, &content, &u, &err) == ST_EMISSING);
+        CHECK(chat_completion_parse(body, strlen(body), &arena, &content, &u, &err) == ST_EMISSING);
         CHECK(u.known && u.prompt_tokens == 5);
-        CHECK(vlm_completion_parse("{}", VLM_ANSWER_MAX_BODY + 1, &arena, &content, &u, &err) ==
+        CHECK(chat_completion_parse("{}", VLM_ANSWER_MAX_BODY + 1, &arena, &content, &u, &err) ==
               ST_ETOOBIG);
 }
 
 static bool error_message(const char *body, char *msg, size_t size)
 {
-        return vlm_error_message(body, strlen(body), msg, size);
+        return chat_error_message(body, strlen(body), msg, size);
 }
 
 static void test_error_message(void)
