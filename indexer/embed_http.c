@@ -21,13 +21,13 @@
 #include <unistd.h>
 
 #include "proto/embed.h"
+#include "proto/http_post.h"
 #include "proto/http_util.h"
 #include "proto/log.h"
 #include "proto/wire.h"
 
 #define CONNECT_MAX_MS 10000L
 #define MIN_ATTEMPT_MS 250 /* no attempt starts with less time than this left */
-#define KEY_WINDOW     8   /* bytes of the key whose presence withholds a message */
 
 struct embed_http {
         struct embed_http_config cfg; /* url, model, key, user_agent point to the copies below */
@@ -39,18 +39,6 @@ struct embed_http {
         CURL *easy;      /* kept between requests, and with it the connection */
         struct embed_http_stats stats;
         uint64_t rng;
-};
-
-/* One response while it arrives and after. */
-struct reply {
-        CURL *easy;
-        size_t max;  /* body cap */
-        long status; /* 0 when no response came */
-        char *body;  /* len bytes + NUL, malloc'd */
-        size_t len, cap;
-        bool too_big;
-        long retry_after_ms; /* -1 when absent */
-        char content_type[64];
 };
 
 void embed_http_config_defaults(struct embed_http_config *c)
@@ -410,21 +398,6 @@ static int check_config(const struct embed_http_config *c, struct st_error *err)
         return 0;
 }
 
-/* What every request of h shares. */
-static int setup_easy(struct embed_http *h)
-{
-        CURL *e = h->easy;
-
-        if (curl_easy_setopt(e, CURLOPT_URL, h->endpoint) != CURLE_OK ||
-            curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
-                return ST_EINVAL;
-        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-        curl_easy_setopt(e, CURLOPT_USERAGENT, h->user_agent);
-        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        return 0;
-}
-
 /* The fixed start of every request body: model, encoding, dimensions, then the input array. */
 static char *make_body_head(const struct embed_http_config *c)
 {
@@ -477,7 +450,7 @@ int embed_http_new(const struct embed_http_config *c, struct embed_http **out, s
                 rc = st_fail(err, ST_ENOMEM, "embed_http_new: out of memory");
                 goto out_free;
         }
-        if (setup_easy(h)) {
+        if (http_post_setup(h->easy, h->endpoint, h->user_agent)) {
                 rc = st_fail(err, ST_EINVAL, "embed url: libcurl refuses %s", h->endpoint);
                 goto out_free;
         }
@@ -537,166 +510,12 @@ void embed_http_get_stats(const struct embed_http *h, struct embed_http_stats *o
         *out = h->stats;
 }
 
-/* ---- one request ---- */
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
-{
-        struct reply *r = user;
-        size_t n = size * nmemb;
-        curl_off_t announced = -1;
-        int rc;
-
-        curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
-        rc = http_util_body_append(&r->body, &r->len, &r->cap, r->max, data, n, announced);
-        if (rc == ST_ETOOBIG)
-                r->too_big = true;
-        return rc ? 0 : n; /* 0: curl fails the transfer with CURLE_WRITE_ERROR */
-}
-
-static size_t on_header(char *data, size_t size, size_t nmemb, void *user)
-{
-        struct reply *r = user;
-        size_t n = size * nmemb;
-
-        http_util_header_retry_after(data, n, EMBED_HTTP_RETRY_AFTER_MAX, time(NULL), curl_getdate,
-                                     &r->retry_after_ms);
-        return n;
-}
-
-/* Wipe and free a header list that may hold the key. */
-static void free_headers(struct curl_slist *list)
-{
-        struct curl_slist *p;
-
-        for (p = list; p; p = p->next)
-                explicit_bzero(p->data, strlen(p->data));
-        curl_slist_free_all(list);
-}
-
-/* The request headers, the key among them; NULL when out of memory. */
-static struct curl_slist *make_headers(const struct embed_http *h)
-{
-        static const char *const fixed[] = {"Content-Type: application/json",
-                                            "Accept: application/json", "Expect:"};
-        struct curl_slist *list = NULL, *next;
-        size_t i, len;
-        char *line;
-
-        for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-                next = curl_slist_append(list, fixed[i]);
-                if (!next)
-                        goto fail;
-                list = next;
-        }
-        if (!h->key)
-                return list;
-        len = strlen(h->key) + sizeof("Authorization: Bearer ");
-        line = malloc(len);
-        if (!line)
-                goto fail;
-        snprintf(line, len, "Authorization: Bearer %s", h->key);
-        next = curl_slist_append(list, line);
-        explicit_bzero(line, len);
-        free(line);
-        if (!next)
-                goto fail;
-        return next;
-fail:
-        free_headers(list);
-        return NULL;
-}
-
-static int curl_code_error(CURLcode c)
-{
-        switch (c) {
-        case CURLE_OPERATION_TIMEDOUT:
-                return ST_ETIMEOUT;
-        case CURLE_PARTIAL_FILE:
-        case CURLE_RECV_ERROR:
-        case CURLE_SEND_ERROR:
-        case CURLE_GOT_NOTHING:
-                return ST_ETRUNC;
-        case CURLE_UNSUPPORTED_PROTOCOL:
-                return ST_EPROTO;
-        case CURLE_OUT_OF_MEMORY:
-                return ST_ENOMEM;
-        case CURLE_URL_MALFORMAT:
-                return ST_EINVAL;
-        default:
-                return ST_ENET;
-        }
-}
-
-/*
- * POST body to the endpoint.  0 when a whole response arrived (any status,
- * in r), else the transport error with why filled.
- */
-static int post(struct embed_http *h, const char *body, size_t len, long timeout_ms,
-                struct reply *r, struct st_error *why)
-{
-        struct curl_slist *headers = make_headers(h);
-        char errbuf[CURL_ERROR_SIZE] = "";
-        const char *ctype = NULL;
-        CURL *e = h->easy;
-        CURLcode code;
-        int rc;
-
-        if (!headers)
-                return st_fail(why, ST_ENOMEM, "out of memory");
-        r->easy = e;
-        r->retry_after_ms = -1;
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                         timeout_ms < CONNECT_MAX_MS ? timeout_ms : CONNECT_MAX_MS);
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-        code = curl_easy_perform(e);
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
-        curl_easy_getinfo(e, CURLINFO_CONTENT_TYPE, &ctype);
-        if (ctype)
-                quote(r->content_type, sizeof(r->content_type), ctype, strlen(ctype));
-        /* Nothing of this request may outlive it in the handle. */
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
-        curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
-        free_headers(headers);
-        if (r->too_big)
-                return st_fail(why, ST_ETOOBIG, "response over its cap of %zu bytes", r->max);
-        if (code == CURLE_OK)
-                return 0;
-        rc = curl_code_error(code);
-        return st_fail(why, rc, "%s", errbuf[0] ? errbuf : curl_easy_strerror(code));
-}
-
 /* ---- attempts ---- */
-
-/* Whether msg holds any KEY_WINDOW bytes of the key (the whole key when shorter). */
-static bool quotes_key(const struct embed_http *h, const char *msg)
-{
-        size_t klen, w, mlen = strlen(msg), i, j;
-
-        if (!h->key)
-                return false;
-        klen = strlen(h->key);
-        w = klen < KEY_WINDOW ? klen : KEY_WINDOW;
-        for (i = 0; i + w <= klen; i++)
-                for (j = 0; j + w <= mlen; j++)
-                        if (memcmp(msg + j, h->key + i, w) == 0)
-                                return true;
-        return false;
-}
 
 /* Replace a message that quotes the key. */
 static void scrub(const struct embed_http *h, struct st_error *e)
 {
-        if (quotes_key(h, e->msg))
+        if (http_util_quotes_key(e->msg, h->key))
                 snprintf(e->msg, sizeof(e->msg), "%s (message withheld: it quoted the key)",
                          st_strerror(e->code));
 }
@@ -707,7 +526,8 @@ static bool retryable_status(long status)
 }
 
 /* The failure of a non-2xx answer, with the server's message when it has one. */
-static int http_failure(const struct embed_http *h, const struct reply *r, struct st_error *why)
+static int http_failure(const struct embed_http *h, const struct http_post_reply *r,
+                        struct st_error *why)
 {
         char msg[EMBED_HTTP_QUOTE_MAX + 1];
         int code = r->status == 429 ? ST_EAGAIN : ST_EHTTP;
@@ -721,14 +541,14 @@ static int http_failure(const struct embed_http *h, const struct reply *r, struc
                 hint = " (check --embed-url)";
         if (!embed_error_message(r->body, r->len, msg, sizeof(msg)))
                 return st_fail(why, code, "HTTP %ld%s", r->status, hint);
-        if (quotes_key(h, msg))
+        if (http_util_quotes_key(msg, h->key))
                 return st_fail(why, code, "HTTP %ld: (server message withheld: it quoted the key)",
                                r->status);
         return st_fail(why, code, "HTTP %ld: '%s'%s", r->status, msg, hint);
 }
 
 /* Read a 2xx answer; a non-JSON one names its content type. */
-static int read_answer(struct embed_http *h, const struct reply *r, size_t m, float *out,
+static int read_answer(struct embed_http *h, const struct http_post_reply *r, size_t m, float *out,
                        struct st_error *why)
 {
         struct st_error e = {0};
@@ -744,12 +564,13 @@ static int read_answer(struct embed_http *h, const struct reply *r, size_t m, fl
 static int attempt(struct embed_http *h, const char *body, size_t len, size_t m, float *out,
                    long timeout_ms, bool *retry, long *retry_after, struct st_error *why)
 {
-        struct reply r = {0};
+        struct http_post_reply r = {.max = embed_response_max_body(m, h->cfg.dim),
+                                    .retry_after_max_ms = EMBED_HTTP_RETRY_AFTER_MAX,
+                                    .connect_max_ms = CONNECT_MAX_MS};
         int rc;
 
-        r.max = embed_response_max_body(m, h->cfg.dim);
         h->stats.requests++;
-        rc = post(h, body, len, timeout_ms, &r, why);
+        rc = http_post(h->easy, h->key, body, len, timeout_ms, &r, why);
         *retry_after = r.retry_after_ms;
         *retry = false;
         if (rc) {
@@ -766,7 +587,7 @@ static int attempt(struct embed_http *h, const char *body, size_t len, size_t m,
         }
         if (rc)
                 scrub(h, why);
-        free(r.body);
+        http_post_reply_release(&r);
         return rc;
 }
 

@@ -5,10 +5,11 @@
  * composer (query/composer_llm.c).  The chat-completion answer reader is
  * proto/chat_completion.h.
  *
- * Pure functions, no libcurl: proto does not link it.  Where curl is needed
- * (the Content-Length a transfer announced, HTTP-date parsing) the caller
- * asks curl and passes the answer or curl's function in.  All functions are
- * safe to call from any thread.
+ * Pure functions without libcurl, so that they are tested on plain bytes:
+ * where curl is needed (the Content-Length a transfer announced, HTTP-date
+ * parsing) the caller asks curl and passes the answer or curl's function
+ * in; the POST itself is proto/http_post.h.  All functions are safe to call
+ * from any thread.
  */
 #ifndef STYLUS_HTTP_UTIL_H
 #define STYLUS_HTTP_UTIL_H

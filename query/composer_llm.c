@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "proto/chat_completion.h"
+#include "proto/http_post.h"
 #include "proto/http_util.h"
 #include "proto/log.h"
 #include "proto/wire.h"
@@ -53,16 +54,6 @@ struct composer_llm {
         CURL *easy;
         int64_t cooldown_until; /* monotonic ms; no call before it (429 + Retry-After) */
         struct composer_llm_stats stats;
-};
-
-/* The outcome of one POST. */
-struct reply {
-        CURL *easy;
-        char *body; /* malloc'd, NUL-terminated */
-        size_t len, cap;
-        long status;
-        long retry_after_ms;
-        bool too_big;
 };
 
 void composer_llm_config_defaults(struct composer_llm_config *c)
@@ -139,15 +130,10 @@ int composer_llm_new(const struct composer_llm_config *c, struct composer_llm **
         }
         if ((rc = load_key(l, c, err)))
                 goto out_free;
-        if (curl_easy_setopt(l->easy, CURLOPT_URL, l->endpoint) != CURLE_OK ||
-            curl_easy_setopt(l->easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK) {
+        if (http_post_setup(l->easy, l->endpoint, COMPOSER_LLM_USER_AGENT)) {
                 rc = st_fail(err, ST_EINVAL, "composer url: libcurl refuses %s", l->endpoint);
                 goto out_free;
         }
-        curl_easy_setopt(l->easy, CURLOPT_FOLLOWLOCATION, 0L); /* the key goes nowhere else */
-        curl_easy_setopt(l->easy, CURLOPT_USERAGENT, COMPOSER_LLM_USER_AGENT);
-        curl_easy_setopt(l->easy, CURLOPT_ACCEPT_ENCODING, "");
-        curl_easy_setopt(l->easy, CURLOPT_NOSIGNAL, 1L);
         *out = l;
         return 0;
 out_free:
@@ -529,111 +515,9 @@ int composer_llm_ground(const struct composer_llm_answer *ans, const char *model
 
 /* ---- the call ---- */
 
-static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
-{
-        struct reply *r = user;
-        size_t n = size * nmemb;
-        curl_off_t announced = -1;
-        int rc;
-
-        curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
-        rc = http_util_body_append(&r->body, &r->len, &r->cap, COMPOSER_LLM_MAX_BODY, data, n,
-                                   announced);
-        if (rc == ST_ETOOBIG)
-                r->too_big = true;
-        return rc ? 0 : n; /* 0: curl fails the transfer with CURLE_WRITE_ERROR */
-}
-
-static size_t on_header(char *data, size_t size, size_t nmemb, void *user)
-{
-        struct reply *r = user;
-        size_t n = size * nmemb;
-
-        http_util_header_retry_after(data, n, COMPOSER_LLM_COOLDOWN_MAX_MS, time(NULL),
-                                     curl_getdate, &r->retry_after_ms);
-        return n;
-}
-
-/* Wipe and free a header list that may hold the key. */
-static void free_headers(struct curl_slist *list)
-{
-        for (struct curl_slist *p = list; p; p = p->next)
-                explicit_bzero(p->data, strlen(p->data));
-        curl_slist_free_all(list);
-}
-
-/* The request headers, the key among them; NULL when out of memory. */
-static struct curl_slist *make_headers(const struct composer_llm *l)
-{
-        struct curl_slist *list = NULL, *next;
-        size_t len;
-        char *line;
-
-        list = curl_slist_append(NULL, "Content-Type: application/json");
-        next = list ? curl_slist_append(list, "Expect:") : NULL;
-        if (!next || !l->key)
-                goto out;
-        len = strlen(l->key) + sizeof("Authorization: Bearer ");
-        line = malloc(len);
-        if (!line) {
-                next = NULL;
-                goto out;
-        }
-        snprintf(line, len, "Authorization: Bearer %s", l->key);
-        next = curl_slist_append(list, line);
-        explicit_bzero(line, len);
-        free(line);
-out:
-        if (!next) {
-                free_headers(list);
-                return NULL;
-        }
-        return list;
-}
-
-/* POST body; 0 when a whole response arrived (any status, in r), else why (transport). */
-static int post(struct composer_llm *l, const char *body, size_t len, struct reply *r,
-                struct st_error *why)
-{
-        struct curl_slist *headers = make_headers(l);
-        char errbuf[CURL_ERROR_SIZE] = "";
-        CURL *e = l->easy;
-        CURLcode code;
-
-        if (!headers)
-                return st_fail(why, ST_ENOMEM, "out of memory");
-        r->easy = e;
-        r->retry_after_ms = -1;
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, l->deadline_ms);
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                         l->deadline_ms < CONNECT_MAX_MS ? l->deadline_ms : CONNECT_MAX_MS);
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-        code = curl_easy_perform(e);
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
-        /* Nothing of this request may outlive it in the handle. */
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
-        curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
-        free_headers(headers);
-        if (r->too_big)
-                return st_fail(why, ST_ETOOBIG, "answer over %zu bytes", COMPOSER_LLM_MAX_BODY);
-        if (code == CURLE_OPERATION_TIMEDOUT)
-                return st_fail(why, ST_ETIMEOUT, "no answer within %ld ms", l->deadline_ms);
-        if (code != CURLE_OK)
-                return st_fail(why, ST_ENET, "%s", errbuf[0] ? errbuf : curl_easy_strerror(code));
-        return 0;
-}
-
 /* The failure of a non-2xx answer; a 429 with Retry-After starts a cooldown. */
-static int http_failure(struct composer_llm *l, const struct reply *r, struct st_error *why)
+static int http_failure(struct composer_llm *l, const struct http_post_reply *r,
+                        struct st_error *why)
 {
         char msg[160], quoted[CHAT_QUOTE_SIZE];
         long rest = r->retry_after_ms;
@@ -656,10 +540,10 @@ static int http_failure(struct composer_llm *l, const struct reply *r, struct st
 }
 
 /* Read a 2xx answer and ground it into r; 0 or why it is unusable. */
-static int read_answer(struct composer_llm *l, const struct reply *rep, const char *prompt,
-                       const struct composer_candidate *c, const size_t *offered, size_t n,
-                       const struct composer_options *opt, struct arena *a,
-                       struct composer_result *r, struct st_error *why)
+static int read_answer(struct composer_llm *l, const struct http_post_reply *rep,
+                       const char *prompt, const struct composer_candidate *c,
+                       const size_t *offered, size_t n, const struct composer_options *opt,
+                       struct arena *a, struct composer_result *r, struct st_error *why)
 {
         struct composer_llm_answer ans;
         struct chat_usage usage;
@@ -685,7 +569,9 @@ static int ask(struct composer_llm *l, const char *prompt, const struct composer
                struct arena *a, struct composer_result *r, struct st_error *why)
 {
         size_t n = n_keep < l->max_candidates ? n_keep : l->max_candidates;
-        struct reply rep = {0};
+        struct http_post_reply rep = {.max = COMPOSER_LLM_MAX_BODY,
+                                      .retry_after_max_ms = COMPOSER_LLM_COOLDOWN_MAX_MS,
+                                      .connect_max_ms = CONNECT_MAX_MS};
         int64_t t0, rest = l->cooldown_until - wire_now_ms();
         char *body = NULL;
         size_t len;
@@ -698,13 +584,15 @@ static int ask(struct composer_llm *l, const char *prompt, const struct composer
                 return rc;
         t0 = wire_now_ms();
         l->stats.calls++;
-        rc = post(l, body, len, &rep, why);
+        rc = http_post(l->easy, l->key, body, len, l->deadline_ms, &rep, why);
+        if (rc == ST_ETIMEOUT)
+                st_fail(why, rc, "no answer within %ld ms", l->deadline_ms);
         l->stats.seconds += (double)(wire_now_ms() - t0) / 1000.0;
         if (!rc && (rep.status < 200 || rep.status > 299))
                 rc = http_failure(l, &rep, why);
         if (!rc)
                 rc = read_answer(l, &rep, prompt, c, keep, n, opt, a, r, why);
-        free(rep.body);
+        http_post_reply_release(&rep);
         free(body);
         return rc;
 }
