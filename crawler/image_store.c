@@ -494,15 +494,22 @@ static bool is_fanout_name(const char *name)
         return strlen(name) == 2 && strspn(name, "0123456789abcdef") == 2;
 }
 
-/* Count the well-formed regular files under DIR/<kind>/<aa>/ (and their bytes). */
-static int count_tree(const struct image_store *s, const char *kind, uint64_t *files,
-                      uint64_t *bytes, struct st_error *err)
+/* Called for each well-formed regular file of a walk; nonzero stops it with that code. */
+typedef int (*visit_fn)(void *ctx, int dir_fd, const char *name, const struct stat *st);
+
+/*
+ * Visit the well-formed regular files under DIR/<kind>/<aa>/: a name of 64
+ * hex digits starting with its directory's two.  0, the first nonzero a
+ * visit returned, or ST_EIO when DIR/<kind> cannot be read.
+ */
+static int walk_tree(const struct image_store *s, const char *kind, visit_fn visit, void *ctx,
+                     struct st_error *err)
 {
         char path[IMAGE_STORE_PATH_MAX];
         struct dirent *d, *f;
         struct stat st;
         DIR *top, *sub;
-        int fd;
+        int fd, rc = 0;
 
         snprintf(path, sizeof(path), "%s/%s", s->dir, kind);
         top = opendir(path);
@@ -512,7 +519,7 @@ static int count_tree(const struct image_store *s, const char *kind, uint64_t *f
                 return st_fail(err, ST_EIO, "image store %s: cannot read %s/: %s", s->dir, kind,
                                strerror(errno));
         }
-        while ((d = readdir(top)) != NULL) {
+        while (!rc && (d = readdir(top)) != NULL) {
                 if (!is_fanout_name(d->d_name))
                         continue;
                 fd = openat(dirfd(top), d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -523,19 +530,32 @@ static int count_tree(const struct image_store *s, const char *kind, uint64_t *f
                         close(fd);
                         continue;
                 }
-                while ((f = readdir(sub)) != NULL) {
+                while (!rc && (f = readdir(sub)) != NULL) {
                         if (!image_store_valid_sha(f->d_name) ||
                             strncmp(f->d_name, d->d_name, 2) != 0 ||
                             fstatat(dirfd(sub), f->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
                             !S_ISREG(st.st_mode))
                                 continue;
-                        (*files)++;
-                        if (bytes)
-                                *bytes += (uint64_t)st.st_size;
+                        rc = visit(ctx, dirfd(sub), f->d_name, &st);
                 }
                 closedir(sub);
         }
         closedir(top);
+        return rc;
+}
+
+struct tally {
+        uint64_t files, bytes;
+};
+
+static int count_file(void *ctx, int dir_fd, const char *name, const struct stat *st)
+{
+        struct tally *t = ctx;
+
+        (void)dir_fd;
+        (void)name;
+        t->files++;
+        t->bytes += (uint64_t)st->st_size;
         return 0;
 }
 
@@ -548,12 +568,17 @@ int image_store_usage(const struct image_store *s, struct image_store_usage *out
         DIR *dir;
         int rc;
 
+        struct tally images = {0}, urls = {0};
+
         memset(out, 0, sizeof(*out));
-        rc = count_tree(s, "sha256", &out->images, &out->bytes, err);
+        rc = walk_tree(s, "sha256", count_file, &images, err);
         if (!rc)
-                rc = count_tree(s, "urls", &out->urls, NULL, err);
+                rc = walk_tree(s, "urls", count_file, &urls, err);
         if (rc)
                 return rc;
+        out->images = images.files;
+        out->bytes = images.bytes;
+        out->urls = urls.files;
         snprintf(path, sizeof(path), "%s/tmp", s->dir);
         dir = opendir(path);
         if (!dir)
@@ -564,4 +589,133 @@ int image_store_usage(const struct image_store *s, struct image_store_usage *out
                         out->temp++;
         closedir(dir);
         return 0;
+}
+
+/* ---- trimming ---- */
+
+/* An image file as a trim sees it. */
+struct aged {
+        struct timespec written; /* mtime */
+        uint64_t size;
+        char sha[SHA256_HEX_SIZE];
+};
+
+struct trim_list {
+        struct aged *v;
+        size_t n, cap;
+        uint64_t bytes;
+};
+
+static int collect_image(void *ctx, int dir_fd, const char *name, const struct stat *st)
+{
+        struct trim_list *l = ctx;
+
+        (void)dir_fd;
+        if (l->n == IMAGE_STORE_TRIM_MAX_FILES)
+                return ST_ETOOBIG;
+        if (l->n == l->cap) {
+                size_t cap = l->cap ? l->cap * 2 : 1024;
+                struct aged *v = realloc(l->v, cap * sizeof(*v));
+
+                if (!v)
+                        return ST_ENOMEM;
+                l->v = v;
+                l->cap = cap;
+        }
+        l->v[l->n].written = st->st_mtim;
+        l->v[l->n].size = (uint64_t)st->st_size;
+        memcpy(l->v[l->n].sha, name, SHA256_HEX_SIZE);
+        l->n++;
+        l->bytes += (uint64_t)st->st_size;
+        return 0;
+}
+
+/* Oldest written first; the name breaks ties, so the order is the same on every run. */
+static int by_age(const void *a, const void *b)
+{
+        const struct aged *x = a, *y = b;
+
+        if (x->written.tv_sec != y->written.tv_sec)
+                return x->written.tv_sec < y->written.tv_sec ? -1 : 1;
+        if (x->written.tv_nsec != y->written.tv_nsec)
+                return x->written.tv_nsec < y->written.tv_nsec ? -1 : 1;
+        return strcmp(x->sha, y->sha);
+}
+
+struct url_sweep {
+        const struct image_store *s;
+        uint64_t removed;
+};
+
+/* Remove a URL entry whose image file is gone (or that names no image). */
+static int sweep_url(void *ctx, int dir_fd, const char *name, const struct stat *st)
+{
+        struct url_sweep *u = ctx;
+        char entry[URL_ENTRY_LEN + 1], sha[SHA256_HEX_SIZE], path[IMAGE_STORE_PATH_MAX];
+        struct stat image;
+        ssize_t got = -1;
+        int fd;
+
+        (void)st;
+        fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0) {
+                got = read(fd, entry, sizeof(entry));
+                close(fd);
+        }
+        if (got == URL_ENTRY_LEN && entry[URL_ENTRY_LEN - 1] == '\n') {
+                memcpy(sha, entry, SHA256_HEX_SIZE - 1);
+                sha[SHA256_HEX_SIZE - 1] = '\0';
+                if (image_store_valid_sha(sha)) {
+                        store_path(u->s, "sha256", sha, false, path);
+                        if (lstat(path, &image) == 0 || errno != ENOENT)
+                                return 0; /* its image is there (or cannot be told gone) */
+                }
+        }
+        if (unlinkat(dir_fd, name, 0) == 0)
+                u->removed++;
+        return 0;
+}
+
+int image_store_trim(const struct image_store *s, uint64_t max_total, long min_age_s,
+                     struct image_store_trim *out, struct st_error *err)
+{
+        struct trim_list l = {0};
+        struct url_sweep sweep = {s, 0};
+        time_t now = time(NULL);
+        char path[IMAGE_STORE_PATH_MAX];
+        int rc;
+
+        memset(out, 0, sizeof(*out));
+        if (s->mode != IMAGE_STORE_WRITE)
+                return st_fail(err, ST_EINVAL, "image store %s: opened for reading", s->dir);
+        rc = walk_tree(s, "sha256", collect_image, &l, err);
+        if (rc == ST_ETOOBIG)
+                rc = st_fail(err, rc, "image store %s: over %u images to sort", s->dir,
+                             IMAGE_STORE_TRIM_MAX_FILES);
+        else if (rc == ST_ENOMEM)
+                rc = st_fail(err, rc, "image store %s: out of memory", s->dir);
+        if (rc)
+                goto out;
+        out->images = l.n;
+        out->bytes = l.bytes;
+        if (l.bytes > max_total)
+                qsort(l.v, l.n, sizeof(*l.v), by_age);
+        for (size_t i = 0; i < l.n && l.bytes > max_total; i++) {
+                if (now - l.v[i].written.tv_sec < min_age_s) {
+                        out->young = true; /* the rest is younger still */
+                        break;
+                }
+                store_path(s, "sha256", l.v[i].sha, false, path);
+                if (unlink(path) != 0)
+                        continue;
+                l.bytes -= l.v[i].size;
+                out->removed++;
+                out->removed_bytes += l.v[i].size;
+        }
+        if (out->removed)
+                rc = walk_tree(s, "urls", sweep_url, &sweep, err);
+        out->urls_removed = sweep.removed;
+out:
+        free(l.v);
+        return rc;
 }

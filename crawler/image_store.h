@@ -57,6 +57,8 @@
 #define IMAGE_STORE_MAX_MAX_BYTES     ((size_t)256 << 20) /* largest cap open accepts */
 #define IMAGE_STORE_TMP_MAX_AGE_S     3600 /* older temp files are a crashed writer's */
 #define IMAGE_STORE_PATH_MAX          4096
+#define IMAGE_STORE_TRIM_MIN_AGE_S    600         /* images younger than this are never trimmed */
+#define IMAGE_STORE_TRIM_MAX_FILES    (16u << 20) /* images one trim sorts, at most */
 
 struct image_store;
 
@@ -78,6 +80,15 @@ struct image_store_usage {
         uint64_t bytes;  /* their sizes summed */
         uint64_t urls;   /* URL entries with a well-formed name */
         uint64_t temp;   /* files in DIR/tmp */
+};
+
+/* What a trim found and did. */
+struct image_store_trim {
+        uint64_t images, bytes; /* held before */
+        uint64_t removed;       /* images removed */
+        uint64_t removed_bytes; /* their bytes */
+        uint64_t urls_removed;  /* URL entries whose image was gone */
+        bool young;             /* stopped above the cap: the rest is younger than min_age_s */
 };
 
 /*
@@ -174,5 +185,20 @@ int image_store_usage(const struct image_store *s, struct image_store_usage *out
  */
 int image_store_clean_tmp(const struct image_store *s, long max_age_s, size_t *removed,
                           struct st_error *err);
+
+/*
+ * Keep the images of the store at max_total bytes or under: remove the
+ * oldest written first (file mtime: the store never rewrites a file, so
+ * that is when it was fetched), never one written less than min_age_s
+ * seconds ago (an image the refiner may not have read yet), then the URL
+ * entries whose image is gone (a later lookup of such a URL would fetch it
+ * again anyway).  A reader racing a trim finds an image or nothing, never a
+ * part.  Costs one stat per image and a sort; memory for each image's name
+ * and age.  Returns 0, ST_EINVAL (a READ store), ST_EIO (a directory cannot
+ * be read), ST_ETOOBIG (more than IMAGE_STORE_TRIM_MAX_FILES images),
+ * ST_ENOMEM.
+ */
+int image_store_trim(const struct image_store *s, uint64_t max_total, long min_age_s,
+                     struct image_store_trim *out, struct st_error *err);
 
 #endif

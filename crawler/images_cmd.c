@@ -24,6 +24,10 @@
  * succeeds; the job fails, so the catalog retries it, only when the batch
  * itself broke down: the store cannot be written (the error names the
  * directory), the fetcher's run failed, or the record cannot be decoded.
+ *
+ * With --store-max-bytes the worker trims the store (image_store_trim(),
+ * oldest images first) at start and whenever it has stored a twentieth of
+ * the cap since the last trim; --trim does one trim and exits.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -42,12 +46,37 @@
 #define IMAGES_DEFAULT_RATE        2.0    /* requests per second per image host */
 #define IMAGES_TIMEOUT_MS          60000L /* one attempt of one image */
 #define IMAGES_ERROR_MAX           240    /* bytes of a slot's error text */
+#define IMAGES_TRIM_EVERY          20     /* trim after storing cap / this bytes */
 
 struct images_worker {
         struct image_store *store;
         struct fetcher *fetcher;
         uint64_t jobs, stored, already, failed; /* counters, logged at exit */
+        uint64_t cap;                           /* --store-max-bytes; 0: no cap */
+        uint64_t put_bytes;                     /* stored since the last trim */
 };
+
+/* Trim the store to its cap and log what went; false when the trim failed. */
+static bool trim_store(struct images_worker *w)
+{
+        struct image_store_trim t;
+        struct st_error err = {0};
+
+        w->put_bytes = 0;
+        if (image_store_trim(w->store, w->cap, IMAGE_STORE_TRIM_MIN_AGE_S, &t, &err)) {
+                log_warn("%s", st_error_text(&err, err.code));
+                return false;
+        }
+        if (t.removed || t.young)
+                log_info("image store %s: %llu images, %llu bytes over a cap of %llu: removed the "
+                         "%llu oldest (%llu bytes) and %llu URL entries%s",
+                         image_store_dir(w->store), (unsigned long long)t.images,
+                         (unsigned long long)t.bytes, (unsigned long long)w->cap,
+                         (unsigned long long)t.removed, (unsigned long long)t.removed_bytes,
+                         (unsigned long long)t.urls_removed,
+                         t.young ? "; still over: the rest is younger than 10 minutes" : "");
+        return true;
+}
 
 /* One image of the job's record: what the result says about it. */
 struct slot {
@@ -140,6 +169,7 @@ static int store_one(struct images_worker *w, struct slot *sl, const struct fetc
                 snprintf(what, sizeof(what), "GET %s: %s", sl->url, st_error_text(&e, rc));
                 return slot_fail(sl, a, what);
         }
+        w->put_bytes += sl->entry.size;
         return 0;
 }
 
@@ -256,6 +286,8 @@ static int images_job(void *ctx, const msgpack_object *payload, struct arena *a,
                 return rc;
         account(w, &r, slots, m);
         pack_result(pk, &r, content_hash, slots);
+        if (w->cap && w->put_bytes >= w->cap / IMAGES_TRIM_EVERY)
+                trim_store(w);
         return 0;
 }
 
@@ -264,6 +296,7 @@ static void usage(FILE *f)
         fputs("usage: stylus images --store DIR [--catalog ENDPOINT] [--max-bytes N]\n"
               "                     [--concurrency N] [--max-per-host N] [--rate REQ_PER_S]\n"
               "                     [--allow-private] [--contact TEXT] [--max-jobs N]\n"
+              "                     [--store-max-bytes SIZE [--trim]]\n"
               "\n"
               "Run an images worker: take images jobs (one raw record each) from the\n"
               "catalog, download the record's example images into a content-addressed\n"
@@ -286,6 +319,11 @@ static void usage(FILE *f)
               "                       addresses (tests, LAN mirrors)\n"
               "  --contact TEXT       contact put in the User-Agent (URL or e-mail)\n"
               "  --max-jobs N         exit after N jobs (default: run until stopped)\n"
+              "  --store-max-bytes SIZE  keep the store's images under SIZE bytes (K, M, G, T\n"
+              "                       suffixes: powers of 1024): the oldest go first, none\n"
+              "                       younger than 10 minutes; checked at start and after\n"
+              "                       every SIZE/20 stored\n"
+              "  --trim               trim the store to --store-max-bytes once and exit\n"
               "\n"
               "CURVE keys for a catalog beyond loopback come from STYLUS_CURVE_KEY and\n"
               "STYLUS_CURVE_SERVER_KEY (paths of key files; see stylus keygen), as for\n"
@@ -295,7 +333,8 @@ static void usage(FILE *f)
               "  stylus images --store /srv/stylus/images --contact ops@example.org\n"
               "  STYLUS_CURVE_KEY=images.key STYLUS_CURVE_SERVER_KEY=catalog.pub \\\n"
               "      stylus images --catalog tcp://catalog.lan:5555 --store /mnt/images\n"
-              "  stylus images --store ./images --rate 0 --allow-private   # fixture server\n",
+              "  stylus images --store ./images --rate 0 --allow-private   # fixture server\n"
+              "  stylus images --store /srv/stylus/images --store-max-bytes 200G --trim\n",
               f);
 }
 
@@ -317,6 +356,29 @@ static bool parse_rate(const char *s, double *out)
         errno = 0;
         *out = strtod(s, &end);
         return errno == 0 && end != s && *end == '\0' && *out >= 0 && *out <= 1e6;
+}
+
+/* s as a size in bytes, with an optional K, M, G or T (powers of 1024); false when not one. */
+static bool parse_size(const char *s, uint64_t *out)
+{
+        static const char units[] = "KMGT";
+        char *end;
+        const char *u;
+        unsigned long long v;
+        int shift = 0;
+
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno || end == s || *s == '-')
+                return false;
+        if (*end && (u = strchr(units, *end)) != NULL && end[1] == '\0') {
+                shift = 10 * (int)(u - units + 1);
+                end++;
+        }
+        if (*end || v == 0 || v > (UINT64_MAX >> shift))
+                return false;
+        *out = (uint64_t)v << shift;
+        return true;
 }
 
 /* Log what the store holds (a walk of its directories). */
@@ -347,6 +409,8 @@ int cmd_images(int argc, char **argv)
             {"allow-private", no_argument, NULL, 'P'},
             {"contact", required_argument, NULL, 'a'},
             {"max-jobs", required_argument, NULL, 'n'},
+            {"store-max-bytes", required_argument, NULL, 'S'},
+            {"trim", no_argument, NULL, 'T'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
@@ -357,6 +421,7 @@ int cmd_images(int argc, char **argv)
         struct st_error err = {0};
         long long max_bytes = (long long)IMAGE_STORE_DEFAULT_MAX_BYTES, v, max_jobs = 0;
         char agent[512];
+        bool trim_only = false;
         int opt, status;
 
         fetcher_config_defaults(&cfg);
@@ -401,6 +466,13 @@ int cmd_images(int argc, char **argv)
                         if (!parse_count(optarg, 0, INT32_MAX, &max_jobs))
                                 goto bad_usage;
                         break;
+                case 'S':
+                        if (!parse_size(optarg, &w.cap))
+                                goto bad_usage;
+                        break;
+                case 'T':
+                        trim_only = true;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -408,14 +480,25 @@ int cmd_images(int argc, char **argv)
                         goto bad_usage;
                 }
         }
-        if (optind < argc || !dir) {
+        if (optind < argc || !dir || (trim_only && !w.cap)) {
                 if (!dir)
                         fputs("stylus images: --store DIR is required\n", stderr);
+                if (trim_only && !w.cap)
+                        fputs("stylus images: --trim needs --store-max-bytes\n", stderr);
                 goto bad_usage;
         }
         if (image_store_open(dir, IMAGE_STORE_WRITE, (size_t)max_bytes, &w.store, &err)) {
                 log_error("%s", st_error_text(&err, err.code));
                 return 1;
+        }
+        if (w.cap && !trim_store(&w) && trim_only) {
+                image_store_close(&w.store);
+                return 1;
+        }
+        if (trim_only) {
+                log_usage(w.store);
+                image_store_close(&w.store);
+                return 0;
         }
         snprintf(agent, sizeof(agent), "stylus-catalog/0.1 (LoRA catalog image fetcher; %s)",
                  contact);

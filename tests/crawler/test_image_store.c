@@ -3,8 +3,8 @@
  * one file for the same bytes from two URLs, leftover temp files ignored
  * and cleaned, truncated / corrupt / oversized / planted files treated as
  * absent and repaired by the next put, the size cap, hostile URLs and
- * sha256 strings, an unwritable store, and writers racing in four
- * processes.  Each test works in its own fresh directory under /tmp.
+ * sha256 strings, an unwritable store, writers racing in four processes,
+ * and trimming to a size cap, oldest first.  Each test works in its own fresh directory under /tmp.
  */
 #include "crawler/image_store.h"
 
@@ -569,6 +569,62 @@ static int test_racing_writers(void)
         return 0;
 }
 
+/*
+ * Trimming: five images of 1000 bytes written 50, 40, 30, 20 and 10 minutes
+ * ago (image 4 also under a second URL), then a cap of 2500 bytes: the
+ * three oldest go with their URL entries, the two newest stay and their
+ * URLs still find them; under the cap nothing goes; images younger than
+ * min_age_s are never removed; a READ store refuses.
+ */
+static int test_trim(void)
+{
+        char dir[64], root[96], urls[5][64];
+        unsigned char *png[5];
+        struct image_store *s = NULL, *r = NULL;
+        struct image_store_entry e[5], f;
+        struct image_store_usage u;
+        struct image_store_trim t;
+        struct st_error err = {0};
+
+        fresh_dir(dir, root);
+        CHECK(image_store_open(root, IMAGE_STORE_WRITE, 0, &s, &err) == 0);
+        for (int i = 0; i < 5; i++) {
+                snprintf(urls[i], sizeof(urls[i]), "https://img.example/%d.png", i);
+                png[i] = make_png(100 + (unsigned)i, 1000);
+                CHECK(image_store_put(s, urls[i], png[i], 1000, NULL, &e[i], &err) == 0);
+                CHECK(set_age(e[i].path, (5 - i) * 600L) == 0);
+        }
+        CHECK(image_store_put(s, "https://mirror.example/4.png", png[4], 1000, NULL, &f, &err) ==
+              0);
+        CHECK(set_age(e[4].path, 600L) == 0); /* the second put left the file as it was */
+
+        CHECK(image_store_trim(s, 5000, 0, &t, &err) == 0); /* at the cap: nothing to do */
+        CHECK(t.images == 5 && t.bytes == 5000 && t.removed == 0 && t.urls_removed == 0);
+        /* Everything is older than a minute: min_age_s of an hour protects all of it. */
+        CHECK(image_store_trim(s, 0, 3600, &t, &err) == 0);
+        CHECK(t.removed == 0 && t.young);
+
+        CHECK(image_store_trim(s, 2500, 60, &t, &err) == 0);
+        CHECK(t.removed == 3 && t.removed_bytes == 3000 && t.urls_removed == 3 && !t.young);
+        CHECK(usage_of(s, &u) == 0 && u.images == 2 && u.bytes == 2000 && u.urls == 3);
+        for (int i = 0; i < 3; i++)
+                CHECK(image_store_lookup_url(s, urls[i], &f, &err) == ST_ENOTFOUND);
+        CHECK(image_store_lookup_url(s, urls[3], &f, &err) == 0 && !strcmp(f.sha256, e[3].sha256));
+        CHECK(image_store_lookup_url(s, "https://mirror.example/4.png", &f, &err) == 0);
+        /* A trimmed image comes back with the next put. */
+        CHECK(image_store_put(s, urls[0], png[0], 1000, NULL, &f, &err) == 0);
+        CHECK(image_store_lookup_url(s, urls[0], &f, &err) == 0);
+
+        CHECK(image_store_open(root, IMAGE_STORE_READ, 0, &r, &err) == 0);
+        CHECK(image_store_trim(r, 0, 0, &t, &err) == ST_EINVAL);
+        image_store_close(&r);
+        image_store_close(&s);
+        for (int i = 0; i < 5; i++)
+                free(png[i]);
+        remove_dir(dir);
+        return 0;
+}
+
 int main(void)
 {
         int failed = 0;
@@ -582,6 +638,7 @@ int main(void)
         failed |= test_unwritable();
         failed |= test_media_type();
         failed |= test_racing_writers();
+        failed |= test_trim();
         if (failed)
                 return 1;
         printf("test_image_store: ok\n");

@@ -524,6 +524,36 @@ def refiner_reads_the_store(ctx, procs, workdir, store, fixture):
     print("refiner --image-store --allow-private: 1 from the store, corrupt + unstored downloaded (2 requests)")
 
 
+def trim_the_store(store):
+    """stylus images --store-max-bytes SIZE --trim: with every image written an hour ago but the
+    newest, a cap of one image's size keeps only the newest; URL entries of removed images go;
+    images younger than ten minutes are never removed."""
+    def files(kind):
+        top = os.path.join(store, kind)
+        return sorted(os.path.join(top, d, f) for d in os.listdir(top) for f in os.listdir(os.path.join(top, d)))
+
+    images = files("sha256")
+    assert len(images) >= 3, images
+    run = lambda *a: subprocess.run([BIN, "images", "--store", store] + list(a), capture_output=True,
+                                    text=True, timeout=60)
+    p = run("--store-max-bytes", "1", "--trim")  # all are minutes old: nothing may go
+    assert p.returncode == 0 and "younger than 10 minutes" in p.stderr, p.stderr
+    assert files("sha256") == images
+    hour_ago = time.time() - 3600
+    for i, path in enumerate(images):
+        os.utime(path, (hour_ago + i, hour_ago + i))  # images[-1] the newest
+    newest = os.path.getsize(images[-1])
+    p = run("--store-max-bytes", str(newest), "--trim")
+    assert p.returncode == 0, p.stderr
+    assert files("sha256") == images[-1:], (files("sha256"), p.stderr)
+    keep = os.path.basename(images[-1]) + "\n"
+    for entry in files("urls"):
+        assert open(entry).read() == keep, entry
+    assert run("--trim").returncode == 2  # --trim needs a cap
+    assert run("--store-max-bytes", "12X").returncode == 2
+    print("--store-max-bytes --trim: %d images of an hour ago removed, the newest kept" % (len(images) - 1))
+
+
 def main():
     workdir = tempfile.mkdtemp(prefix="stylus-images-")
     store = os.path.join(workdir, "store")
@@ -539,6 +569,7 @@ def main():
         images_with_private_allowed(ctx, procs, store, fixture, hostile)
         images_without_private(ctx, procs, store, fixture)
         refiner_reads_the_store(ctx, procs, workdir, store, fixture)
+        trim_the_store(store)
         ok = True
     except Exception:
         for name in ("images", "images-public", "refiner", "refiner-private", "vlm", "fixtures"):
