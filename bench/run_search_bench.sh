@@ -12,7 +12,7 @@
 # Scratch data lives in /dev/shm when it has room (else /tmp) and is removed
 # at exit.  --out keeps the raw results (tab-separated).  Needs cmake, gcc,
 # pkg-config, the project's libraries, /usr/bin/python3 with python3-faiss.
-# On the 2-core project machine: about 1.5 minutes with --quick, 5 in full.
+# On the 2-core project machine: about 1.5 minutes with --quick, 5-6 in full.
 set -eu
 
 cd "$(dirname "$0")/.."
