@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,8 @@ struct composer_llm {
         long deadline_ms;
         size_t max_candidates;
         CURL *easy;
-        int64_t cooldown_until; /* monotonic ms; no call before it (429 + Retry-After) */
+        _Atomic int64_t own_cooldown;    /* used when the config shares none */
+        _Atomic int64_t *cooldown_until; /* monotonic ms; no call before it (429 + Retry-After) */
         struct composer_llm_stats stats;
 };
 
@@ -119,6 +121,8 @@ int composer_llm_new(const struct composer_llm_config *c, struct composer_llm **
                 curl_global_cleanup();
                 return st_fail(err, ST_ENOMEM, "composer: out of memory");
         }
+        atomic_init(&l->own_cooldown, 0);
+        l->cooldown_until = c->cooldown_until ? c->cooldown_until : &l->own_cooldown;
         l->deadline_ms = c->deadline_ms;
         l->max_candidates = c->max_candidates;
         l->endpoint = http_util_endpoint(c->url, "/chat/completions");
@@ -523,7 +527,7 @@ static int http_failure(struct composer_llm *l, const struct http_post_reply *r,
         long rest = r->retry_after_ms;
 
         if (r->status == 429 && rest > 0) {
-                l->cooldown_until = wire_now_ms() + rest;
+                atomic_store(l->cooldown_until, wire_now_ms() + rest);
                 return st_fail(why, ST_EAGAIN, "HTTP 429: rate limited; no calls for %ld s",
                                (rest + 999) / 1000);
         }
@@ -572,7 +576,7 @@ static int ask(struct composer_llm *l, const char *prompt, const struct composer
         struct http_post_reply rep = {.max = COMPOSER_LLM_MAX_BODY,
                                       .retry_after_max_ms = COMPOSER_LLM_COOLDOWN_MAX_MS,
                                       .connect_max_ms = CONNECT_MAX_MS};
-        int64_t t0, rest = l->cooldown_until - wire_now_ms();
+        int64_t t0, rest = atomic_load(l->cooldown_until) - wire_now_ms();
         char *body = NULL;
         size_t len;
         int rc;

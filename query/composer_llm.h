@@ -81,6 +81,12 @@ struct composer_llm_config {
         long deadline_ms;     /* the one call, connect included (COMPOSER_LLM_DEADLINE_MS) */
         size_t
             max_candidates; /* offered, 1..COMPOSER_LLM_MAX_CANDIDATES (COMPOSER_LLM_CANDIDATES) */
+        /*
+         * Where the clients of one endpoint keep the time (wire_now_ms) before
+         * which none may call it, after a 429 with Retry-After; shared by every
+         * client made with it (NULL: each client its own).  Borrowed.
+         */
+        _Atomic int64_t *cooldown_until;
 };
 
 /* Counters since composer_llm_new; every one only grows. */

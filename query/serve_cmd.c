@@ -11,8 +11,8 @@
  *
  * Errors are {"error":{"code":"...","message":"..."}} with service.h's
  * statuses, and 404 (no such path), 405 (wrong method), 413 (body over
- * COMPOSE_REQUEST_MAX_BODY).  libmicrohttpd runs the requests on its one
- * internal polling thread.
+ * COMPOSE_REQUEST_MAX_BODY).  libmicrohttpd runs the requests on a pool of
+ * --lanes polling threads, as many as the service has lanes.
  */
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -169,35 +169,39 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **state,
 
 static void usage(FILE *f)
 {
-        fputs("usage: stylus serve --shard ENDPOINT[,REPLICA...]... [--listen ADDR:PORT]\n"
-              "                    [--zmq-listen ENDPOINT] [--dim N] [--deadline-ms MS]\n"
-              "                    [--curve-key F --curve-server-key F [--curve-allow F]]\n"
-              "                    [--embed-url URL --embed-model NAME --embed-dim D\n"
-              "                     [--embed-key-file F] ...]\n"
-              "                    [--composer-url URL --composer-model NAME\n"
-              "                     [--composer-key-file F] [--composer-timeout-ms MS]]\n"
-              "\n"
-              "Run a query node: HTTP POST /v1/compose embeds the prompt, asks one replica\n"
-              "of every shard for its top-K, and composes an adapter set with weights and\n"
-              "ready-made A1111 / ComfyUI / diffusers forms.  The prompt must be embedded\n"
-              "by the index's model: the built-in one (default) or the endpoint the\n"
-              "indexers use (--embed-*, same model and dimension); a shard serving another\n"
-              "model makes every query fail with a 500 naming both models.\n"
-              "\n"
-              "  --shard LIST       one shard: its replica endpoints, comma-separated\n"
-              "                     (repeat once per shard, in shard order)\n"
-              "  --listen ADDR:PORT HTTP address (default 127.0.0.1:8080)\n"
-              "  --zmq-listen ENDPOINT  also answer the same requests as msgpack maps on a\n"
-              "                     ZeroMQ ROUTER (docs/zmq.md), e.g. tcp://127.0.0.1:5700;\n"
-              "                     CURVE (--curve-key, --curve-allow) unless on loopback\n"
-              "                     with --insecure\n"
-              "  --dim N            dimension of the built-in embedder (default 384)\n"
-              "  --deadline-ms MS   time allowed for the shards (default 2000)\n"
-              "  --curve-key F      this node's CURVE keypair (or STYLUS_CURVE_KEY)\n"
-              "  --curve-server-key F  the shards' public key (or STYLUS_CURVE_SERVER_KEY);\n"
-              "                     needed for shards that are not on loopback\n"
-              "  --curve-allow F    client keys the ZeroMQ front accepts (or STYLUS_CURVE_ALLOW)\n",
-              f);
+        fputs(
+            "usage: stylus serve --shard ENDPOINT[,REPLICA...]... [--listen ADDR:PORT]\n"
+            "                    [--zmq-listen ENDPOINT] [--lanes N] [--dim N] [--deadline-ms MS]\n"
+            "                    [--curve-key F --curve-server-key F [--curve-allow F]]\n"
+            "                    [--embed-url URL --embed-model NAME --embed-dim D\n"
+            "                     [--embed-key-file F] ...]\n"
+            "                    [--composer-url URL --composer-model NAME\n"
+            "                     [--composer-key-file F] [--composer-timeout-ms MS]]\n"
+            "\n"
+            "Run a query node: HTTP POST /v1/compose embeds the prompt, asks one replica\n"
+            "of every shard for its top-K, and composes an adapter set with weights and\n"
+            "ready-made A1111 / ComfyUI / diffusers forms.  The prompt must be embedded\n"
+            "by the index's model: the built-in one (default) or the endpoint the\n"
+            "indexers use (--embed-*, same model and dimension); a shard serving another\n"
+            "model makes every query fail with a 500 naming both models.\n"
+            "\n"
+            "  --shard LIST       one shard: its replica endpoints, comma-separated\n"
+            "                     (repeat once per shard, in shard order)\n"
+            "  --listen ADDR:PORT HTTP address (default 127.0.0.1:8080)\n"
+            "  --zmq-listen ENDPOINT  also answer the same requests as msgpack maps on a\n"
+            "                     ZeroMQ ROUTER (docs/zmq.md), e.g. tcp://127.0.0.1:5700;\n"
+            "                     CURVE (--curve-key, --curve-allow) unless on loopback\n"
+            "                     with --insecure\n"
+            "  --dim N            dimension of the built-in embedder (default 384)\n"
+            "  --deadline-ms MS   time allowed for the shards (default 2000)\n"
+            "  --lanes N          requests answered at once, HTTP and ZeroMQ together\n"
+            "                     (default 4, at most 64); each lane has its own sockets\n"
+            "                     to the shards and its own HTTP clients\n"
+            "  --curve-key F      this node's CURVE keypair (or STYLUS_CURVE_KEY)\n"
+            "  --curve-server-key F  the shards' public key (or STYLUS_CURVE_SERVER_KEY);\n"
+            "                     needed for shards that are not on loopback\n"
+            "  --curve-allow F    client keys the ZeroMQ front accepts (or STYLUS_CURVE_ALLOW)\n",
+            f);
         fputs(EMBEDDER_CHOICE_USAGE, f);
         fputs(
             "                       (default here 10000: a caller is waiting)\n"
@@ -249,6 +253,7 @@ int cmd_serve(int argc, char **argv)
             {"listen", required_argument, NULL, 'l'},
             {"dim", required_argument, NULL, 'd'},
             {"deadline-ms", required_argument, NULL, 't'},
+            {"lanes", required_argument, NULL, 'L'},
             {"curve-key", required_argument, NULL, 'K'},
             {"curve-server-key", required_argument, NULL, 'S'},
             {"curve-allow", required_argument, NULL, 'A'},
@@ -276,7 +281,7 @@ int cmd_serve(int argc, char **argv)
         const char *zmq_listen = NULL;
         struct zmq_front *front = NULL;
         size_t n_shards = 0;
-        long dim = EMBED_DEFAULT_DIM, deadline = 2000;
+        long dim = EMBED_DEFAULT_DIM, deadline = 2000, lanes = SERVICE_DEFAULT_LANES;
         bool dim_given = false;
         int c, rc;
 
@@ -308,6 +313,9 @@ int cmd_serve(int argc, char **argv)
                         break;
                 case 't':
                         deadline = strtol(optarg, NULL, 10);
+                        break;
+                case 'L':
+                        lanes = strtol(optarg, NULL, 10);
                         break;
                 case 'K':
                         curve_key = optarg;
@@ -342,7 +350,7 @@ int cmd_serve(int argc, char **argv)
                 }
         }
         if (n_shards == 0 || deadline <= 0 || parse_listen(listen, &sa) || dim <= 0 ||
-            dim > EMBED_MAX_DIM || optind < argc) {
+            dim > EMBED_MAX_DIM || lanes < 1 || lanes > SERVICE_MAX_LANES || optind < argc) {
                 usage(stderr);
                 return 2;
         }
@@ -364,17 +372,19 @@ int cmd_serve(int argc, char **argv)
         cfg.embed = &ef;
         cfg.dim = (int)dim;
         cfg.composer = llm.url ? &llm : NULL;
+        cfg.lanes = (int)lanes;
         if (security_load(&security, curve_key, curve_server_key, curve_allow, &err) ||
             service_open(&cfg, &svc, &err)) {
                 fprintf(stderr, "stylus serve: %s\n", st_error_text(&err, err.code));
                 security_release(&security);
                 return 1;
         }
+        /* One polling thread per lane: a slow request (an LLM call) holds up only its own. */
         d = MHD_start_daemon(
             MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, svc,
             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
             NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-            (size_t)(256 << 10), MHD_OPTION_END);
+            (size_t)(256 << 10), MHD_OPTION_THREAD_POOL_SIZE, (unsigned)lanes, MHD_OPTION_END);
         if (!d) {
                 log_error("cannot listen on %s", listen);
                 service_close(&svc);
@@ -390,8 +400,9 @@ int cmd_serve(int argc, char **argv)
         }
         if (front)
                 log_info("query node answers msgpack requests on %s", zmq_listen);
-        log_info("query node on http://%s over %zu shard(s), embedding model %s (%d dims)", listen,
-                 n_shards, service_model(svc), service_dim(svc));
+        log_info("query node on http://%s over %zu shard(s), embedding model %s (%d dims), %d "
+                 "lanes",
+                 listen, n_shards, service_model(svc), service_dim(svc), service_lanes(svc));
         worker_stop_on_signals(&stop);
         while (!stop)
                 pause();

@@ -28,9 +28,14 @@
  * falls back to the rules on any failure and says why in the answer's
  * "composer_fallback".
  *
+ * Lanes: the fan-out sockets, the embeddings client and the LLM client are
+ * single-threaded, so the service keeps service_config.lanes sets of them
+ * (each its own sockets to every shard replica and its own HTTP
+ * connections); a request takes a free lane, and waits for one when all
+ * are busy.  Up to that many requests run at once.
+ *
  * Thread rules: any number of threads may call service_handle() and
- * service_metrics() at once; requests run one at a time (the fan-out
- * sockets and the embeddings client are single-threaded).
+ * service_metrics() at once.
  */
 #ifndef STYLUS_QUERY_SERVICE_H
 #define STYLUS_QUERY_SERVICE_H
@@ -45,6 +50,9 @@
 
 enum service_op { SERVICE_COMPOSE, SERVICE_RETRIEVE, SERVICE_ADAPTER };
 
+#define SERVICE_MAX_LANES     64
+#define SERVICE_DEFAULT_LANES 4
+
 struct service;
 
 struct service_config {
@@ -56,14 +64,16 @@ struct service_config {
         int dim; /* the built-in embedder's dimension */
         /* The LLM composer (its key read at service_open), or NULL: the rules only. */
         const struct composer_llm_config *composer;
+        int lanes; /* requests that may run at once, 1..SERVICE_MAX_LANES (0: 1) */
 };
 
 int service_open(const struct service_config *cfg, struct service **out, struct st_error *err);
 void service_close(struct service **s);
 
-/* The embedding model queries use and its dimension (for logs). */
+/* The embedding model queries use and its dimension, and the lanes (for logs). */
 const char *service_model(const struct service *s);
 int service_dim(const struct service *s);
+int service_lanes(const struct service *s);
 
 /*
  * Handle one request: body is len bytes (need not be NUL-terminated).

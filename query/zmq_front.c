@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,20 +19,33 @@
 #include "proto/wire.h"
 #include "query/request.h"
 
-struct zmq_front {
-        struct service *svc;      /* borrowed */
-        struct security security; /* a copy: its ZAP handler runs on ctx */
-        void *ctx;
-        void *router;    /* used by the thread only */
-        void *stop_recv; /* PAIR, used by the thread only: a message means stop */
-        void *stop_send; /* PAIR, used by the owner only */
-        pthread_t thread;
-};
+#define WORKER_POLL_MS 100 /* how soon an idle worker sees the front stopping */
 
 /* One received message: its frames. */
 struct message {
         zmq_msg_t frames[ZMQ_FRONT_MAX_FRAMES];
         size_t n;
+};
+
+struct zmq_front {
+        struct service *svc;      /* borrowed */
+        struct security security; /* a copy: its ZAP handler runs on ctx */
+        void *ctx;
+        void *router;    /* clients; used by the front thread only */
+        void *backend;   /* ROUTER to the workers; used by the front thread only */
+        void *stop_recv; /* PAIR, used by the front thread only: a message means stop */
+        void *stop_send; /* PAIR, used by the owner only */
+        pthread_t thread;
+        pthread_t workers[SERVICE_MAX_LANES];
+        int n_workers; /* started */
+        bool thread_started;
+        atomic_bool stopping; /* workers end once they see it */
+        char backend_endpoint[64];
+        /* The front thread's: idle workers (their routing ids), and requests waiting for one. */
+        char idle[SERVICE_MAX_LANES][8];
+        int n_idle;
+        struct message *pending; /* ring of ZMQ_FRONT_MAX_PENDING */
+        size_t pending_first, n_pending;
 };
 
 /* ---- one request ---- */
@@ -248,13 +263,47 @@ static void send_reply(void *sock, struct message *m, size_t envelope, const cha
         zmq_send(sock, reply, len, ZMQ_DONTWAIT);
 }
 
-static void serve_one(struct zmq_front *f)
+/* Send the frames of m from first on, the last without ZMQ_SNDMORE; false when sock refused. */
+static bool send_frames(void *sock, struct message *m, size_t first)
+{
+        for (size_t i = first; i < m->n; i++)
+                if (zmq_send(sock, zmq_msg_data(&m->frames[i]), zmq_msg_size(&m->frames[i]),
+                             (i + 1 < m->n ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
+                        return false;
+        return true;
+}
+
+/* Hand request m (envelope and body) to worker id; m is released. */
+static void dispatch(struct zmq_front *f, const char *id, struct message *m)
+{
+        if (zmq_send(f->backend, id, strlen(id), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+            !send_frames(f->backend, m, 0))
+                log_warn("could not hand a request to ZeroMQ worker %s", id);
+        message_release(m);
+}
+
+/* Refuse m at once (no worker sees it) with status and why. */
+static void refuse_now(struct zmq_front *f, struct message *m, size_t envelope, unsigned status,
+                       int code, const char *why)
+{
+        json_t *answer;
+        char *reply = NULL;
+        size_t reply_len = 0;
+
+        status = refuse(f, status, code, why, &answer);
+        if (!reply_of(status, answer, NULL, &reply, &reply_len))
+                send_reply(f->router, m, envelope, reply, reply_len);
+        free(reply);
+        json_decref(answer);
+        message_release(m);
+}
+
+/* A client's message: to an idle worker, into the pending ring, or refused. */
+static void from_client(struct zmq_front *f)
 {
         struct message m;
-        size_t envelope, reply_len = 0;
-        char *reply, what[64];
-        json_t *answer;
-        unsigned status;
+        size_t envelope;
+        char what[64];
         int rc = receive(f->router, &m);
 
         if (rc == ST_EPROTO)
@@ -263,42 +312,139 @@ static void serve_one(struct zmq_front *f)
         if (rc)
                 return;
         envelope = envelope_of(&m);
-        if (m.n - envelope == 1) {
-                reply = reply_to(f, zmq_msg_data(&m.frames[envelope]),
-                                 zmq_msg_size(&m.frames[envelope]), &reply_len);
-        } else {
+        if (m.n - envelope != 1) {
                 snprintf(what, sizeof(what), "a request is one frame, not %zu", m.n - envelope);
-                status = refuse(f, 400, ST_EPROTO, what, &answer);
-                reply = NULL;
-                if (reply_of(status, answer, NULL, &reply, &reply_len))
-                        reply = NULL;
-                json_decref(answer);
+                refuse_now(f, &m, envelope, 400, ST_EPROTO, what);
+        } else if (f->n_idle > 0) {
+                dispatch(f, f->idle[--f->n_idle], &m);
+        } else if (f->n_pending < ZMQ_FRONT_MAX_PENDING) {
+                struct message *slot =
+                    &f->pending[(f->pending_first + f->n_pending++) % ZMQ_FRONT_MAX_PENDING];
+
+                slot->n = m.n;
+                for (size_t i = 0; i < m.n; i++) {
+                        zmq_msg_init(&slot->frames[i]);
+                        zmq_msg_move(&slot->frames[i], &m.frames[i]);
+                        zmq_msg_close(&m.frames[i]);
+                }
+        } else {
+                refuse_now(f, &m, envelope, 503, ST_EAGAIN, "too many requests waiting");
         }
-        if (reply)
-                send_reply(f->router, &m, envelope, reply, reply_len);
-        free(reply);
+}
+
+/*
+ * A worker's message: [id] "READY" when it starts, [id] envelope... reply
+ * when it answered.  The reply goes to its client; the worker takes the
+ * oldest waiting request, or becomes idle.
+ */
+static void from_worker(struct zmq_front *f)
+{
+        struct message m;
+        char id[8];
+        size_t len;
+
+        if (receive(f->backend, &m))
+                return;
+        len = zmq_msg_size(&m.frames[0]);
+        if (len == 0 || len >= sizeof(id) || f->n_idle == SERVICE_MAX_LANES) {
+                message_release(&m);
+                return;
+        }
+        memcpy(id, zmq_msg_data(&m.frames[0]), len);
+        id[len] = '\0';
+        if (m.n > 2 && !send_frames(f->router, &m, 1))
+                log_warn("a client left before its reply");
         message_release(&m);
+        if (f->n_pending > 0) {
+                struct message *next = &f->pending[f->pending_first];
+
+                f->pending_first = (f->pending_first + 1) % ZMQ_FRONT_MAX_PENDING;
+                f->n_pending--;
+                dispatch(f, id, next);
+        } else {
+                memcpy(f->idle[f->n_idle++], id, len + 1);
+        }
 }
 
 static void *front_thread(void *arg)
 {
         struct zmq_front *f = arg;
-        zmq_pollitem_t items[2] = {{f->router, 0, ZMQ_POLLIN, 0}, {f->stop_recv, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[3] = {{f->router, 0, ZMQ_POLLIN, 0},
+                                   {f->backend, 0, ZMQ_POLLIN, 0},
+                                   {f->stop_recv, 0, ZMQ_POLLIN, 0}};
 
         for (;;) {
-                if (zmq_poll(items, 2, -1) < 0) {
+                if (zmq_poll(items, 3, -1) < 0) {
                         if (zmq_errno() == EINTR)
                                 continue;
                         log_error("ZeroMQ front stops: %s", zmq_strerror(zmq_errno()));
                         break;
                 }
-                if (items[1].revents & ZMQ_POLLIN)
+                if (items[2].revents & ZMQ_POLLIN)
                         break;
+                if (items[1].revents & ZMQ_POLLIN)
+                        from_worker(f);
                 if (items[0].revents & ZMQ_POLLIN)
-                        serve_one(f);
+                        from_client(f);
+        }
+        while (f->n_pending > 0) {
+                message_release(&f->pending[f->pending_first]);
+                f->pending_first = (f->pending_first + 1) % ZMQ_FRONT_MAX_PENDING;
+                f->n_pending--;
         }
         zmq_close(f->router);
+        zmq_close(f->backend);
         zmq_close(f->stop_recv);
+        return NULL;
+}
+
+/* A worker's routing id: its index. */
+struct worker_arg {
+        struct zmq_front *f;
+        int index;
+};
+
+/*
+ * A worker: answers the requests the front thread hands it, one at a time,
+ * on a lane of the service; ends when the front is stopping.
+ */
+static void *worker_thread(void *arg)
+{
+        struct worker_arg *w = arg;
+        struct zmq_front *f = w->f;
+        void *sock = wire_socket(f->ctx, ZMQ_DEALER);
+        char id[8];
+
+        snprintf(id, sizeof(id), "w%d", w->index);
+        free(w);
+        if (!sock)
+                return NULL;
+        zmq_setsockopt(sock, ZMQ_ROUTING_ID, id, strlen(id));
+        if (zmq_connect(sock, f->backend_endpoint) || zmq_send(sock, "READY", 5, 0) < 0) {
+                zmq_close(sock);
+                return NULL;
+        }
+        while (!atomic_load(&f->stopping)) {
+                zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+                struct message m;
+                size_t envelope, reply_len = 0;
+                char *reply;
+
+                if (zmq_poll(&item, 1, WORKER_POLL_MS) <= 0 || receive(sock, &m) == ST_EAGAIN)
+                        continue;
+                if (m.n == 0)
+                        continue;
+                envelope = m.n - 1; /* the front sends the envelope, then the one body frame */
+                reply = reply_to(f, zmq_msg_data(&m.frames[envelope]),
+                                 zmq_msg_size(&m.frames[envelope]), &reply_len);
+                if (reply)
+                        send_reply(sock, &m, envelope, reply, reply_len);
+                else /* out of memory: say so, so that the worker counts as free again */
+                        zmq_send(sock, "READY", 5, ZMQ_DONTWAIT);
+                free(reply);
+                message_release(&m);
+        }
+        zmq_close(sock);
         return NULL;
 }
 
@@ -311,9 +457,10 @@ static int start(struct zmq_front *f, const char *endpoint, struct st_error *err
         char pipe[64];
 
         f->router = wire_socket(f->ctx, ZMQ_ROUTER);
+        f->backend = wire_socket(f->ctx, ZMQ_ROUTER);
         f->stop_recv = wire_socket(f->ctx, ZMQ_PAIR);
         f->stop_send = wire_socket(f->ctx, ZMQ_PAIR);
-        if (!f->router || !f->stop_recv || !f->stop_send)
+        if (!f->router || !f->backend || !f->stop_recv || !f->stop_send)
                 return st_fail(err, ST_EIO, "cannot make ZeroMQ sockets: %s",
                                zmq_strerror(zmq_errno()));
         zmq_setsockopt(f->router, ZMQ_MAXMSGSIZE, &max, sizeof(max));
@@ -326,8 +473,28 @@ static int start(struct zmq_front *f, const char *endpoint, struct st_error *err
         if (zmq_bind(f->stop_recv, pipe) || zmq_connect(f->stop_send, pipe))
                 return st_fail(err, ST_EIO, "cannot make the stop pipe: %s",
                                zmq_strerror(zmq_errno()));
+        snprintf(f->backend_endpoint, sizeof(f->backend_endpoint), "inproc://zmq-front-work-%p",
+                 (void *)f);
+        if (zmq_bind(f->backend, f->backend_endpoint))
+                return st_fail(err, ST_EIO, "cannot make the workers' pipe: %s",
+                               zmq_strerror(zmq_errno()));
         if (pthread_create(&f->thread, NULL, front_thread, f))
                 return st_fail(err, ST_EIO, "cannot start the ZeroMQ front's thread");
+        f->thread_started = true;
+        /* Sockets now belong to the front thread; a failure from here on is zmq_front_stop's. */
+        for (int i = 0; i < service_lanes(f->svc); i++) {
+                struct worker_arg *w = malloc(sizeof(*w));
+
+                if (!w)
+                        return st_fail(err, ST_ENOMEM, "out of memory");
+                w->f = f;
+                w->index = i;
+                if (pthread_create(&f->workers[i], NULL, worker_thread, w)) {
+                        free(w);
+                        return st_fail(err, ST_EIO, "cannot start a ZeroMQ worker thread");
+                }
+                f->n_workers++;
+        }
         return 0;
 }
 
@@ -342,6 +509,12 @@ int zmq_front_start(struct service *svc, const char *endpoint, const struct secu
         if (!f)
                 return st_fail(err, ST_ENOMEM, "out of memory");
         f->svc = svc;
+        atomic_init(&f->stopping, false);
+        f->pending = calloc(ZMQ_FRONT_MAX_PENDING, sizeof(*f->pending));
+        if (!f->pending) {
+                free(f);
+                return st_fail(err, ST_ENOMEM, "out of memory");
+        }
         rc = security_copy(&f->security, sec, err);
         if (rc)
                 goto out_free;
@@ -355,6 +528,10 @@ int zmq_front_start(struct service *svc, const char *endpoint, const struct secu
         pthread_sigmask(SIG_BLOCK, &all, &old);
         rc = start(f, endpoint, err);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc && f->thread_started) {
+                zmq_front_stop(&f);
+                return rc;
+        }
         if (rc)
                 goto out_sockets;
         *out = f;
@@ -362,6 +539,8 @@ int zmq_front_start(struct service *svc, const char *endpoint, const struct secu
 out_sockets:
         if (f->router)
                 zmq_close(f->router);
+        if (f->backend)
+                zmq_close(f->backend);
         if (f->stop_recv)
                 zmq_close(f->stop_recv);
         if (f->stop_send)
@@ -371,6 +550,7 @@ out_security:
         if (f->ctx)
                 zmq_ctx_term(f->ctx);
 out_free:
+        free(f->pending);
         free(f);
         return rc;
 }
@@ -381,9 +561,13 @@ void zmq_front_stop(struct zmq_front **fp)
 
         if (!f)
                 return;
+        atomic_store(&f->stopping, true);
         zmq_send(f->stop_send, "", 0, ZMQ_DONTWAIT);
         pthread_join(f->thread, NULL);
+        for (int i = 0; i < f->n_workers; i++)
+                pthread_join(f->workers[i], NULL);
         zmq_close(f->stop_send);
+        free(f->pending);
         security_release(&f->security); /* its ZAP socket must close before the context ends */
         zmq_ctx_term(f->ctx);
         free(f);

@@ -39,15 +39,19 @@
  * bytes that are not one msgpack value, a value that is not a map, bin or
  * ext values, non-str keys, nesting deeper than 32, an id that is not a
  * scalar, an unknown op, or more than one frame after the envelope.  They
- * count as errors in the service's metrics.  Requests run one at a time,
- * in order; a DEALER may send many before reading the replies.
+ * count as errors in the service's metrics.  Requests run on worker
+ * threads, one per lane of the service (stylus serve --lanes), each taking
+ * the oldest waiting request when it is free: a DEALER may send many before
+ * reading the replies, and they may come back in another order (match them
+ * by id).  Over ZMQ_FRONT_MAX_PENDING waiting, a request gets 503 at once.
  *
  * Security (proto/security.h): CURVE server when sec holds a keypair (an
  * allow list is then required); plaintext only on loopback and only with
  * --insecure (STYLUS_INSECURE=1); anything else is refused at start.
  *
- * Thread rules: zmq_front_start() starts one thread with its own ZeroMQ
- * context (and, with CURVE, the context's ZAP handler); it calls
+ * Thread rules: zmq_front_start() starts a front thread (the only user of
+ * the ROUTER) and one worker thread per lane, with their own ZeroMQ context
+ * (and, with CURVE, the context's ZAP handler); the workers call
  * service_handle(), which is thread-safe.  Start and stop from one thread.
  */
 #ifndef STYLUS_QUERY_ZMQ_FRONT_H
@@ -57,9 +61,10 @@
 #include "proto/security.h"
 #include "query/service.h"
 
-#define ZMQ_FRONT_MAX_FRAMES 16          /* frames of one message, envelope included */
-#define ZMQ_FRONT_MAX_FRAME  (1 << 20)   /* bytes of one frame (ZMQ_MAXMSGSIZE) */
-#define ZMQ_FRONT_MAX_REPLY  (16u << 20) /* bytes of one reply */
+#define ZMQ_FRONT_MAX_FRAMES  16          /* frames of one message, envelope included */
+#define ZMQ_FRONT_MAX_FRAME   (1 << 20)   /* bytes of one frame (ZMQ_MAXMSGSIZE) */
+#define ZMQ_FRONT_MAX_REPLY   (16u << 20) /* bytes of one reply */
+#define ZMQ_FRONT_MAX_PENDING 1024        /* requests waiting for a worker; more get 503 */
 
 struct zmq_front;
 

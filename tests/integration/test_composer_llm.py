@@ -112,6 +112,54 @@ def metric(http, name):
     raise AssertionError("no metric " + name)
 
 
+def check_lanes(http, zmq_endpoint, llm):
+    """Four slow LLM calls at once, over HTTP and then over ZeroMQ: with 4 lanes they overlap
+    at the LLM server (a query node answering one request at a time would show 1), and every
+    request gets the LLM's answer."""
+    import msgpack
+    import threading
+    import zmq
+
+    def reset():
+        req = urllib.request.Request(llm + "/__reset_flight", data=b"{}", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+
+    reset()
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(compose(http, "slow")))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    over_http = fake_stats(llm)["max_in_flight"]
+    assert len(answers) == 4 and all(a["composer"] == MODEL for a in answers), \
+        [(a["composer"], a.get("composer_fallback")) for a in answers]
+    assert over_http >= 2, ("HTTP requests did not overlap", over_http)
+
+    reset()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(zmq_endpoint)
+    try:
+        for i in range(4):
+            sock.send(msgpack.packb({"id": i, "prompt": PROMPT % "slow", "base_model": "sd15"}))
+        ids = []
+        for _ in range(4):
+            assert sock.poll(30000), "no ZeroMQ reply"
+            reply = msgpack.unpackb(sock.recv())
+            assert reply["status"] == 200 and reply["composer"] == MODEL, reply
+            ids.append(reply["id"])
+    finally:
+        sock.close(0)
+        ctx.term()
+    over_zmq = fake_stats(llm)["max_in_flight"]
+    assert sorted(ids) == [0, 1, 2, 3], ids
+    assert over_zmq >= 2, ("ZeroMQ requests did not overlap", over_zmq)
+    print("lanes: 4 slow LLM calls at once overlapped %d-fold over HTTP, %d-fold over ZeroMQ"
+          % (over_http, over_zmq))
+
+
 def check_no_key_in_logs(workdir, key_file):
     for root, _, files in os.walk(workdir):
         for f in files:
@@ -142,6 +190,7 @@ def main():
         shard = "tcp://127.0.0.1:%d" % free_port()
         http_port = free_port()
         http = "http://127.0.0.1:%d" % http_port
+        zmq_endpoint = "tcp://127.0.0.1:%d" % free_port()
         cluster.start("catalog", [BIN, "catalog", "--data", os.path.join(workdir, "catalog"),
                                   "--bind", cat, "--source", "civitai", "--source", "hf"])
         cluster.start("crawler", [BIN, "crawler", "--connect", cat, "--civitai-url", web,
@@ -153,11 +202,13 @@ def main():
         cluster.start("serve", [BIN, "serve", "--shard", shard,
                                 "--listen", "127.0.0.1:%d" % http_port,
                                 "--composer-url", llm + "/v1", "--composer-model", MODEL,
-                                "--composer-key-file", key_file, "--composer-timeout-ms", "1500"])
+                                "--composer-key-file", key_file, "--composer-timeout-ms", "1500",
+                                "--zmq-listen", zmq_endpoint, "--lanes", "4"])
         wait_done(cat, shard, cluster)
 
         check_llm_answer(http, llm, "good")
         check_llm_answer(http, llm, "fenced")
+        check_lanes(http, zmq_endpoint, llm)  # before the 429 that rests the endpoint
         for mode, says in FALLBACKS.items():
             check_fallback(http, mode, says)
         check_fallback(http, "r429_retry", "HTTP 429")
@@ -165,9 +216,10 @@ def main():
         check_fallback(http, "good", "rate limited")  # resting per Retry-After: no call
         stats = fake_stats(llm)
         assert stats["requests"] == before, (before, stats["requests"])
-        assert stats["auth_ok"] == stats["requests"] == 7 and stats["auth_failures"] == 0, stats
+        # 7 calls of the scenarios, 8 slow ones of check_lanes
+        assert stats["auth_ok"] == stats["requests"] == 15 and stats["auth_failures"] == 0, stats
         assert stats["violations"] == [], stats["violations"]
-        assert metric(http, "stylus_composer_llm_calls_total") == 7
+        assert metric(http, "stylus_composer_llm_calls_total") == 15
         assert metric(http, "stylus_composer_llm_fallbacks_total") == 6
         assert metric(http, "stylus_composer_llm_seconds_total") > 0
         assert KEY not in get(http + "/metrics")
