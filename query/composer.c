@@ -65,7 +65,12 @@
  *
  * (d) Choice.  Each candidate goes to its best topic only (highest topic(t,c);
  *     ties to the earlier topic) and is kept when topic(t,c) >= 0.20
- *     (MIN_TOPIC_COSINE) and score(t,c) >= min_score (default 0.25).  Kept
+ *     (MIN_TOPIC_COSINE) and score(t,c) >= min_score (default 0.25), and,
+ *     for an adapter that draws one kind of thing (task animal or vehicle),
+ *     when the topic names that thing: one of its tags (but the task's name)
+ *     or trigger words, singular or plural, as whole words (a "Night Owl"
+ *     adapter is no answer to the topic "night"; "a corgi" keeps "Corgi
+ *     Dog").  Others left out count as weak_match.  Kept
  *     candidates are taken best score first (ties: better retrieval rank
  *     first) and accepted unless: its topic cosine is below RELATIVE_TOPIC
  *     (0.70) of the best topic cosine any candidate reached for that topic (a
@@ -118,6 +123,7 @@
 #define DOC_TEXT_TRIGGERS  8
 #define NAMED_TRIGGERS     16 /* trigger words looked for in the prompt */
 #define NAMED_MIN_LEN      3  /* shorter names match too much by chance */
+#define SUBJECT_WORD_MAX   64 /* longer tags are not looked for with a plural ending */
 #define REASON_TOPIC_MAX   60 /* topic bytes quoted in a reason */
 
 static const char *const separator_words[] = {
@@ -280,6 +286,60 @@ static bool has_tag(const struct st_doc *d, const char *tag)
 static bool task_is(const struct st_doc *d, const char *task)
 {
         return d->task && strcasecmp(d->task, task) == 0;
+}
+
+/* Whether the word at w (len bytes), or its plural with -s / -es, is in text as whole words. */
+static bool word_or_plural_in(const char *text, const char *w, size_t len)
+{
+        char plural[SUBJECT_WORD_MAX + 3];
+
+        if (phrase_in(text, w, len))
+                return true;
+        if (len > SUBJECT_WORD_MAX)
+                return false;
+        memcpy(plural, w, len);
+        memcpy(plural + len, "s", 2);
+        if (phrase_in(text, plural, len + 1))
+                return true;
+        memcpy(plural + len, "es", 3);
+        return phrase_in(text, plural, len + 2);
+}
+
+/*
+ * Whether topic asks for the subject an animal or vehicle adapter draws: one
+ * of its tags (but its task's own name) or trigger words (or a
+ * comma-separated part of one) is in the topic, singular or plural.
+ */
+static bool names_subject(const char *topic, const struct st_doc *d)
+{
+        size_t n = d->trigger_words.n < NAMED_TRIGGERS ? d->trigger_words.n : NAMED_TRIGGERS;
+
+        for (size_t i = 0; i < d->tags.n; i++) {
+                const char *t = d->tags.v[i];
+
+                if (t && !task_is(d, t) && word_or_plural_in(topic, t, strlen(t)))
+                        return true;
+        }
+        for (size_t i = 0; i < n; i++) {
+                const char *p = d->trigger_words.v[i];
+
+                while (p && *p) {
+                        size_t len = strcspn(p, ",");
+
+                        if (word_or_plural_in(topic, p, len))
+                                return true;
+                        p += len;
+                        if (*p == ',')
+                                p++;
+                }
+        }
+        return false;
+}
+
+/* An adapter that draws one kind of thing: it answers only a topic that asks for that thing. */
+static bool is_subject(const struct st_doc *d)
+{
+        return task_is(d, "animal") || task_is(d, "vehicle");
 }
 
 static bool is_character(const struct st_doc *d)
@@ -666,7 +726,8 @@ static int score_candidates(const char *prompt, const struct composer_candidate 
                 p.popularity = popularity(d);
                 p.score = BLEND_TOPIC * p.topic_cos + BLEND_RETRIEVAL * p.retrieval +
                           BLEND_POPULARITY * p.popularity;
-                if (p.topic_cos < MIN_TOPIC_COSINE || p.score < o->min_score) {
+                if (p.topic_cos < MIN_TOPIC_COSINE || p.score < o->min_score ||
+                    (is_subject(d) && !names_subject(r->topics[p.topic].text, d))) {
                         r->excluded.weak_match++;
                         continue;
                 }
