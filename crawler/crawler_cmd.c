@@ -44,8 +44,10 @@
 #include "proto/log.h"
 #include "proto/wire.h"
 
-#define TOKEN_MAX       512
-#define HF_DEFAULT_RATE 1.5 /* under the Hub's 500 API calls per 5 minutes per IP */
+#define TOKEN_MAX            512
+#define HF_DEFAULT_RATE      1.5           /* under the Hub's 500 API calls per 5 minutes per IP */
+#define CACHE_MAX_AGE_S      (30L * 86400) /* --cache-max-age default */
+#define CACHE_PRUNE_EVERY_MS (86400L * 1000) /* a long-running worker prunes daily */
 
 struct crawler {
         struct fetcher *civitai_fetcher;
@@ -53,7 +55,26 @@ struct crawler {
         struct civitai_source civitai;
         struct hf_source hf;
         struct validator_cache *cache; /* --cache, or NULL */
+        long cache_max_age_s;          /* --cache-max-age; 0: keep everything */
+        int64_t pruned_at;             /* wire_now_ms() of the last prune */
 };
+
+/* Prune the validator cache when it has not been for a day (and at start). */
+static void prune_cache(struct crawler *c)
+{
+        struct st_error err = {0};
+        size_t removed = 0;
+
+        if (!c->cache || !c->cache_max_age_s ||
+            (c->pruned_at && wire_now_ms() - c->pruned_at < CACHE_PRUNE_EVERY_MS))
+                return;
+        c->pruned_at = wire_now_ms();
+        if (validator_cache_prune(c->cache, c->cache_max_age_s, &removed, &err))
+                log_warn("%s", st_error_text(&err, err.code));
+        else if (removed)
+                log_info("validator cache: removed %zu entries unused for %ld s", removed,
+                         c->cache_max_age_s);
+}
 
 /* What one crawl job asks for. */
 struct crawl_request {
@@ -333,6 +354,7 @@ static int crawl_job(void *ctx, const msgpack_object *payload, struct arena *a, 
 
         if (rc)
                 return rc;
+        prune_cache(c);
         if (strcmp(job.source, "civitai") != 0 && strcmp(job.source, "hf") != 0)
                 return st_fail(err, ST_EINVAL, "this crawler has no driver for source '%.64s'",
                                job.source);
@@ -406,6 +428,8 @@ static void usage(FILE *f)
             "  --cache DIR             validator cache of this worker (ETags, what each page and\n"
             "                          model produced): conditional requests, unchanged ids,\n"
             "                          incremental passes that stop early (default: none)\n"
+            "  --cache-max-age DUR     drop cache entries no pass used for DUR (90s, 30m, 6h,\n"
+            "                          7d; default 30d; 0 keeps them): at start, then daily\n"
             "  --allow-private         let image and file downloads reach private, loopback and\n"
             "                          link-local addresses (tests, LAN mirrors); API URLs\n"
             "                          given here are always allowed\n"
@@ -465,6 +489,7 @@ int cmd_crawler(int argc, char **argv)
             {"civitai-page-limit", required_argument, NULL, 'l'},
             {"allow-private", no_argument, NULL, 'P'},
             {"cache", required_argument, NULL, 'C'},
+            {"cache-max-age", required_argument, NULL, 'G'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
@@ -473,6 +498,7 @@ int cmd_crawler(int argc, char **argv)
         struct crawler c = {
             .civitai = {.base_url = "https://civitai.com", .page_limit = 100},
             .hf = {.base_url = "https://huggingface.co", .page_limit = HF_DEFAULT_PAGE_LIMIT},
+            .cache_max_age_s = CACHE_MAX_AGE_S,
         };
         struct fetcher_config cfg;
         char token[TOKEN_MAX], hf_token[TOKEN_MAX], agent[512];
@@ -522,6 +548,16 @@ int cmd_crawler(int argc, char **argv)
                 case 'P':
                         cfg.allow_private = true;
                         break;
+                case 'G':
+                        c.cache_max_age_s = cli_parse_duration(optarg);
+                        if (c.cache_max_age_s < 0) {
+                                fprintf(stderr,
+                                        "stylus crawler: --cache-max-age: '%s' is no "
+                                        "duration (90s, 30m, 6h, 7d)\n",
+                                        optarg);
+                                return 2;
+                        }
+                        break;
                 case 'C':
                         cache_dir = optarg;
                         break;
@@ -546,6 +582,7 @@ int cmd_crawler(int argc, char **argv)
         }
         if (cache_dir && open_cache(&c, cache_dir))
                 goto out_tokens;
+        prune_cache(&c);
         snprintf(agent, sizeof(agent), "stylus-catalog/0.1 (LoRA catalog crawler; %s)", contact);
         cfg.user_agent = agent;
         if (hf_token[0])

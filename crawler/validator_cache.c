@@ -4,6 +4,7 @@
  */
 #include "crawler/validator_cache.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -262,6 +263,7 @@ int validator_cache_get(struct validator_cache *c, const char *key, struct arena
                 memset(out, 0, sizeof(*out));
                 return rc == ST_ENOMEM ? rc : ST_ENOTFOUND;
         }
+        utimensat(AT_FDCWD, file, NULL, 0); /* used now: prune spares it */
         return 0;
 }
 
@@ -365,4 +367,49 @@ int validator_cache_remove(struct validator_cache *c, const char *key)
         if (entry_paths(c, key, folder, file))
                 return 0;
         return unlink(file) == 0 || errno == ENOENT ? 0 : ST_EIO;
+}
+
+/* Remove the regular files of folder (fd) last modified before cutoff; count them. */
+static void prune_folder(int fd, time_t cutoff, size_t *removed)
+{
+        DIR *d = fdopendir(fd);
+        struct dirent *e;
+        struct stat st;
+
+        if (!d) {
+                close(fd);
+                return;
+        }
+        while ((e = readdir(d)) != NULL) {
+                if (e->d_name[0] == '.' ||
+                    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                    !S_ISREG(st.st_mode) || st.st_mtime >= cutoff)
+                        continue;
+                if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+                        (*removed)++;
+        }
+        closedir(d);
+}
+
+int validator_cache_prune(struct validator_cache *c, long max_age_s, size_t *removed,
+                          struct st_error *err)
+{
+        time_t cutoff = time(NULL) - max_age_s;
+        DIR *top = opendir(c->dir);
+        struct dirent *e;
+
+        *removed = 0;
+        if (!top)
+                return st_fail(err, ST_EIO, "validator cache %s: %s", c->dir, strerror(errno));
+        while ((e = readdir(top)) != NULL) {
+                int fd;
+
+                if (strlen(e->d_name) != 2 || strspn(e->d_name, "0123456789abcdef") != 2)
+                        continue;
+                fd = openat(dirfd(top), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd >= 0)
+                        prune_folder(fd, cutoff, removed);
+        }
+        closedir(top);
+        return 0;
 }

@@ -43,6 +43,10 @@
  * most VALIDATOR_CACHE_MAX_ENTRY bytes (a bigger one reads as a miss, and
  * put refuses with ST_ETOOBIG).
  *
+ * A hit (validator_cache_get) sets the file's mtime to now, so that
+ * validator_cache_prune() removes only entries no pass has used for a while:
+ * pages past the end of a catalog, repos and models that went away.
+ *
  * Thread rules: a validator_cache belongs to one thread.  Several
  * processes may share DIR: writes are atomic renames, the last one wins.
  */
@@ -110,5 +114,13 @@ int validator_cache_put(struct validator_cache *c, const char *key, const struct
 
 /* Forget the entry of key.  Returns 0 (also when there was none) or ST_EIO. */
 int validator_cache_remove(struct validator_cache *c, const char *key);
+
+/*
+ * Remove the entries (and leftover temp files) not written or read for
+ * max_age_s seconds; *removed counts them.  Costs one stat per file.
+ * Returns 0, or ST_EIO when DIR cannot be read.
+ */
+int validator_cache_prune(struct validator_cache *c, long max_age_s, size_t *removed,
+                          struct st_error *err);
 
 #endif

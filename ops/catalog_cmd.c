@@ -15,6 +15,7 @@
 
 #include "ops/catalog_store.h"
 #include "ops/commands.h"
+#include "proto/cli.h"
 #include "proto/log.h"
 #include "proto/security.h"
 #include "proto/wire.h"
@@ -692,33 +693,6 @@ static void expire(struct broker *b, int64_t now)
         }
 }
 
-/* "90", "90s", "30m", "6h", "7d" as seconds; -1 when malformed. */
-static long parse_duration(const char *text)
-{
-        char *end;
-        long v = strtol(text, &end, 10);
-
-        if (end == text || v < 0 || v > 100L * 365 * 86400)
-                return -1;
-        switch (*end) {
-        case '\0':
-        case 's':
-                break;
-        case 'm':
-                v *= 60;
-                break;
-        case 'h':
-                v *= 3600;
-                break;
-        case 'd':
-                v *= 86400;
-                break;
-        default:
-                return -1;
-        }
-        return *end && end[1] ? -1 : v;
-}
-
 static void usage(FILE *f)
 {
         fputs("usage: stylus catalog --data DIR [--bind ENDPOINT] [--source NAME]...\n"
@@ -837,22 +811,22 @@ int cmd_catalog(int argc, char **argv)
                         b.max_attempts = (int)strtol(optarg, NULL, 10);
                         break;
                 case 'r':
-                        refresh_s = parse_duration(optarg);
+                        refresh_s = cli_parse_duration(optarg);
                         break;
                 case 'F':
-                        full_refresh_s = parse_duration(optarg);
+                        full_refresh_s = cli_parse_duration(optarg);
                         break;
                 case 'I':
                         images = true;
                         break;
                 case 'C': {
-                        long every = parse_duration(optarg);
+                        long every = cli_parse_duration(optarg);
 
                         b.compact_every_ms = every > 0 ? every * 1000 : -1;
                         break;
                 }
                 case 'T': {
-                        long ttl = parse_duration(optarg);
+                        long ttl = cli_parse_duration(optarg);
 
                         b.subscriber_ttl = ttl < 0 ? 0 : (uint64_t)ttl;
                         if (ttl < 0)

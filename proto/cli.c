@@ -39,3 +39,29 @@ int cli_run_worker(const char *role, const char *endpoint, const char *stage, wo
         security_release(&sec);
         return rc ? 1 : 0;
 }
+
+long cli_parse_duration(const char *text)
+{
+        char *end;
+        long v = strtol(text, &end, 10);
+
+        if (end == text || v < 0 || v > 100L * 365 * 86400)
+                return -1;
+        switch (*end) {
+        case '\0':
+        case 's':
+                break;
+        case 'm':
+                v *= 60;
+                break;
+        case 'h':
+                v *= 3600;
+                break;
+        case 'd':
+                v *= 86400;
+                break;
+        default:
+                return -1;
+        }
+        return *end && end[1] ? -1 : v;
+}

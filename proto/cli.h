@@ -19,6 +19,9 @@
  * of key files, proto/security.h); an endpoint beyond loopback needs them.
  * Returns a process exit status.
  */
+/* "90", "90s", "30m", "6h", "7d" as seconds (at most 100 years); -1 when malformed. */
+long cli_parse_duration(const char *text);
+
 int cli_run_worker(const char *role, const char *endpoint, const char *stage, worker_handler handle,
                    void *ctx, long max_jobs);
 

@@ -3,7 +3,7 @@
  * in a temporary directory: entries round-trip, replace each other
  * atomically, leave no temporary file, and every kind of damage (a
  * truncated file, garbage, another key in the file, another version, a
- * file over the cap) reads as a miss.
+ * file over the cap) reads as a miss; pruning removes what no pass used.
  */
 #include "crawler/validator_cache.h"
 
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <msgpack.h>
@@ -260,6 +261,58 @@ static void test_open_errors(void)
         CHECK(strstr(err.msg, "plain-file"));
 }
 
+/* Set path's times to seconds ago. */
+static void age(const char *path, long seconds)
+{
+        struct timespec t[2];
+
+        clock_gettime(CLOCK_REALTIME, &t[0]);
+        t[0].tv_sec -= seconds;
+        t[1] = t[0];
+        CHECK(utimensat(AT_FDCWD, path, t, 0) == 0);
+}
+
+/*
+ * Prune: of three entries and a stray temp file all two days old, the one
+ * read since (a hit refreshes it) stays; a day's limit removes the other
+ * two and the temp file; what was just written stays.
+ */
+static void test_prune(void)
+{
+        static const char *keys[] = {"hf:repo:a/one", "hf:repo:b/two", "hf:repo:c/three"};
+        struct validator_record records[1] = {{"civitai:1@10", HASH_A, HASH_B}};
+        struct validator_entry e = {.etag = "\"x\"", .records = records, .n_records = 1}, got;
+        struct validator_cache *c = NULL;
+        struct st_error err = {0, ""};
+        char dir[300], path[600], temp[700];
+        size_t removed = 99;
+        struct arena a;
+
+        snprintf(dir, sizeof(dir), "%s/prune", root);
+        CHECK(validator_cache_open(dir, &c, &err) == 0);
+        arena_init(&a, 1 << 20);
+        for (int i = 0; i < 3; i++) {
+                CHECK(validator_cache_put(c, keys[i], &e, &err) == 0);
+                entry_file(dir, keys[i], path, sizeof(path));
+                age(path, 2 * 86400);
+        }
+        entry_file(dir, keys[0], path, sizeof(path));
+        snprintf(temp, sizeof(temp), "%s.tmp.1.1", path);
+        write_bytes(temp, "x", 1);
+        age(temp, 2 * 86400);
+        CHECK(validator_cache_get(c, keys[1], &a, &got) == 0); /* used now */
+        CHECK(validator_cache_prune(c, 86400, &removed, &err) == 0);
+        CHECK(removed == 3);
+        CHECK(validator_cache_get(c, keys[0], &a, &got) == ST_ENOTFOUND);
+        CHECK(validator_cache_get(c, keys[1], &a, &got) == 0);
+        CHECK(validator_cache_get(c, keys[2], &a, &got) == ST_ENOTFOUND);
+        CHECK(access(temp, F_OK) != 0);
+        CHECK(validator_cache_put(c, keys[2], &e, &err) == 0);
+        CHECK(validator_cache_prune(c, 86400, &removed, &err) == 0 && removed == 0);
+        arena_release(&a);
+        validator_cache_destroy(&c);
+}
+
 static void remove_tree(const char *path)
 {
         char cmd[600];
@@ -276,6 +329,7 @@ int main(void)
         test_roundtrip();
         test_damage();
         test_open_errors();
+        test_prune();
         remove_tree(root);
         printf("test_validator_cache: ok\n");
         return 0;
