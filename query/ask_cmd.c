@@ -4,15 +4,19 @@
  * first image and a table of adapters, or one raw form with --format.
  */
 #include <curl/curl.h>
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ops/commands.h"
+#include "query/lora_download.h"
 
-#define MAX_ANSWER (8u << 20)
+#define MAX_ANSWER     (8u << 20)
+#define ASK_USER_AGENT "stylus-catalog/0.1 (stylus ask --download)"
 
 struct answer {
         char *data;
@@ -63,6 +67,40 @@ static void print_table(json_t *root)
                        json_number_value(json_object_get(root, "coverage")));
 }
 
+/*
+ * Download every chosen adapter's file into dir under its save_as, verified
+ * by SHA256; 0 when all are there, 1 when one failed (the others still go).
+ */
+static int download_all(json_t *root, const char *dir)
+{
+        json_t *adapters = json_object_get(root, "adapters"), *ad;
+        struct lora_download_result got;
+        struct st_error err = {0};
+        size_t i;
+        int rc = 0;
+
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+                fprintf(stderr, "stylus ask: --download %s: %s\n", dir, strerror(errno));
+                return 1;
+        }
+        printf("downloads into %s:\n", dir);
+        json_array_foreach(adapters, i, ad)
+        {
+                const char *name = json_string_value(json_object_get(ad, "save_as"));
+
+                if (lora_download(dir, name, json_string_value(json_object_get(ad, "download_url")),
+                                  json_string_value(json_object_get(ad, "sha256")), ASK_USER_AGENT,
+                                  &got, &err)) {
+                        fprintf(stderr, "stylus ask: %s\n", err.msg);
+                        rc = 1;
+                        continue;
+                }
+                printf("  %-40s %s (%llu bytes%s)\n", name, got.already ? "already there" : "saved",
+                       (unsigned long long)got.bytes, got.verified ? ", SHA256 checked" : "");
+        }
+        return rc;
+}
+
 static void usage(FILE *f)
 {
         fputs("usage: stylus ask PROMPT [--server URL] [--base-model NAME] [--images N]\n"
@@ -78,25 +116,36 @@ static void usage(FILE *f)
               "  --nsfw             allow NSFW adapters\n"
               "  --characters       allow character/celebrity adapters not named in the prompt\n"
               "  --block ID         never return this adapter (repeat for more)\n"
+              "  --download DIR     save each chosen adapter's file into DIR (a LoRA folder)\n"
+              "                     under the name the forms use, checked by SHA256\n"
               "  --format F         table (default) or the raw JSON / a form of the answer\n"
               "\n"
               "examples:\n"
               "  stylus ask \"a corgi in watercolor style\" --base-model sd15\n"
               "  stylus ask \"samurai in armor, snowy mountains\" --format comfyui\n"
-              "  stylus ask \"a fox, pixel art\" --block civitai:1234@5678\n",
+              "  stylus ask \"a fox, pixel art\" --block civitai:1234@5678\n"
+              "  stylus ask \"a corgi, watercolor\" --base-model sdxl \\\n"
+              "      --download ~/stable-diffusion-webui/models/Lora\n",
               f);
 }
 
 int cmd_ask(int argc, char **argv)
 {
         static const struct option opts[] = {
-            {"server", required_argument, NULL, 's'}, {"base-model", required_argument, NULL, 'b'},
-            {"images", required_argument, NULL, 'i'}, {"k", required_argument, NULL, 'k'},
-            {"nsfw", no_argument, NULL, 'n'},         {"characters", no_argument, NULL, 'c'},
-            {"format", required_argument, NULL, 'f'}, {"block", required_argument, NULL, 'x'},
-            {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+            {"server", required_argument, NULL, 's'},
+            {"base-model", required_argument, NULL, 'b'},
+            {"images", required_argument, NULL, 'i'},
+            {"k", required_argument, NULL, 'k'},
+            {"nsfw", no_argument, NULL, 'n'},
+            {"characters", no_argument, NULL, 'c'},
+            {"format", required_argument, NULL, 'f'},
+            {"block", required_argument, NULL, 'x'},
+            {"download", required_argument, NULL, 'd'},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
         };
         const char *server = "http://127.0.0.1:8080", *base = NULL, *format = "table";
+        const char *download = NULL;
         long images = 1, k = 150;
         int nsfw = 0, characters = 0, c, rc = 1;
         struct answer ans = {0};
@@ -129,6 +178,9 @@ int cmd_ask(int argc, char **argv)
                         break;
                 case 'f':
                         format = optarg;
+                        break;
+                case 'd':
+                        download = optarg;
                         break;
                 case 'x':
                         if (json_array_append_new(blocked, json_string(optarg))) {
@@ -208,6 +260,8 @@ int cmd_ask(int argc, char **argv)
                 }
                 free(s);
         }
+        if (rc == 0 && download)
+                rc = download_all(root, download);
 out:
         json_decref(root);
         curl_slist_free_all(headers);

@@ -10,6 +10,7 @@ starts, it stops by PID, whatever happens.
 
 Environment: STYLUS_BIN (the stylus binary), STYLUS_FIXTURES (fixture dir).
 """
+import hashlib
 import json
 import os
 import signal
@@ -234,6 +235,38 @@ def check_adapters_and_blocked(http):
           % (len(ids) + len(hf), len(hf), ids, ids_of(second)))
 
 
+def check_download(http, workdir):
+    """stylus ask --download DIR: every chosen adapter's file (Civitai through its 307, the Hub
+    through resolve) lands in DIR under its save_as, checked against the answer's SHA256 when it
+    has one (Hub listings give none); a second run downloads only the unchecked ones again; a
+    damaged file is fetched again."""
+    prompt = "pixel art of a dragon guarding treasure"
+    dest = os.path.join(workdir, "loras")
+    code, ans = post(http + "/v1/compose", {"prompt": prompt, "base_model": "sd15"})
+    assert code == 200 and ans["adapters"], ans
+    checked = [a for a in ans["adapters"] if a["sha256"]]
+    assert checked and any(a["id"].startswith("hf:") for a in ans["adapters"]), ans["adapters"]
+    ask = [BIN, "ask", prompt, "--server", http, "--base-model", "sd15", "--download", dest]
+    out = subprocess.run(ask, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for a in ans["adapters"]:
+        with open(os.path.join(dest, a["save_as"]), "rb") as f:
+            data = f.read()
+        assert data and (not a["sha256"] or hashlib.sha256(data).hexdigest() == a["sha256"].lower()), a
+    assert sorted(os.listdir(dest)) == sorted(a["save_as"] for a in ans["adapters"]), os.listdir(dest)
+    out = subprocess.run(ask, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.count("already there") == len(checked), out.stdout
+    victim = os.path.join(dest, checked[0]["save_as"])
+    with open(victim, "ab") as f:
+        f.write(b"x")
+    out = subprocess.run(ask, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.count("already there") == len(checked) - 1, out.stdout
+    with open(victim, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == checked[0]["sha256"].lower()
+    print("ask --download: %d files saved under save_as (%d checked by SHA256), kept on a second "
+          "run, a damaged one fetched again" % (len(ans["adapters"]), len(checked)))
+
+
 def main():
     workdir = tempfile.mkdtemp(prefix="stylus-it-")
     cluster = Cluster(workdir)
@@ -275,6 +308,7 @@ def main():
 
         check_errors(http)
         check_adapters_and_blocked(http)
+        check_download(http, workdir)
         n, failures = check_prompts(http, nsfw)
         cluster.check_alive()
         if failures:
