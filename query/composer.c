@@ -252,20 +252,19 @@ static bool phrase_in(const char *text, const char *s, size_t len)
         return false;
 }
 
-/* Whether the prompt names the doc: its name or a comma-part of a trigger word. */
-static bool named_in_prompt(const struct st_doc *d, const char *prompt)
+/* Whether in(text, part) holds for a trigger word of d or a comma-separated part of one. */
+static bool trigger_in(const struct st_doc *d, const char *text,
+                       bool (*in)(const char *text, const char *s, size_t len))
 {
         size_t n = d->trigger_words.n < NAMED_TRIGGERS ? d->trigger_words.n : NAMED_TRIGGERS;
 
-        if (d->name && phrase_in(prompt, d->name, strlen(d->name)))
-                return true;
         for (size_t i = 0; i < n; i++) {
                 const char *p = d->trigger_words.v[i];
 
                 while (p && *p) {
                         size_t len = strcspn(p, ",");
 
-                        if (phrase_in(prompt, p, len))
+                        if (in(text, p, len))
                                 return true;
                         p += len;
                         if (*p == ',')
@@ -273,6 +272,14 @@ static bool named_in_prompt(const struct st_doc *d, const char *prompt)
                 }
         }
         return false;
+}
+
+/* Whether the prompt names the doc: its name or a comma-part of a trigger word. */
+static bool named_in_prompt(const struct st_doc *d, const char *prompt)
+{
+        if (d->name && phrase_in(prompt, d->name, strlen(d->name)))
+                return true;
+        return trigger_in(d, prompt, phrase_in);
 }
 
 static bool has_tag(const struct st_doc *d, const char *tag)
@@ -293,6 +300,8 @@ static bool word_or_plural_in(const char *text, const char *w, size_t len)
 {
         char plural[SUBJECT_WORD_MAX + 3];
 
+        while (len && (w[len - 1] == ' ' || w[len - 1] == '\t'))
+                len--;
         if (phrase_in(text, w, len))
                 return true;
         if (len > SUBJECT_WORD_MAX)
@@ -312,28 +321,13 @@ static bool word_or_plural_in(const char *text, const char *w, size_t len)
  */
 static bool names_subject(const char *topic, const struct st_doc *d)
 {
-        size_t n = d->trigger_words.n < NAMED_TRIGGERS ? d->trigger_words.n : NAMED_TRIGGERS;
-
         for (size_t i = 0; i < d->tags.n; i++) {
                 const char *t = d->tags.v[i];
 
                 if (t && !task_is(d, t) && word_or_plural_in(topic, t, strlen(t)))
                         return true;
         }
-        for (size_t i = 0; i < n; i++) {
-                const char *p = d->trigger_words.v[i];
-
-                while (p && *p) {
-                        size_t len = strcspn(p, ",");
-
-                        if (word_or_plural_in(topic, p, len))
-                                return true;
-                        p += len;
-                        if (*p == ',')
-                                p++;
-                }
-        }
-        return false;
+        return trigger_in(d, topic, word_or_plural_in);
 }
 
 /* An adapter that draws one kind of thing: it answers only a topic that asks for that thing. */
