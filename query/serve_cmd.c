@@ -204,7 +204,7 @@ static void usage(FILE *f)
             f);
         fputs(EMBEDDER_CHOICE_USAGE, f);
         fputs(
-            "                       (default here 10000: a caller is waiting)\n"
+            "                       (here --embed-deadline-ms defaults to 10000: a caller waits)\n"
             "  --composer-url URL   compose with one LLM call to an OpenAI-compatible\n"
             "                       /v1/chat/completions endpoint (docs/composer.md); on any\n"
             "                       failure the built-in rule composer answers\n"
