@@ -182,10 +182,7 @@ def main():
                               "--port", "0", "--port-file", llm_port_file, "--key", KEY,
                               "--sleep-ms", "4000"])
         llm = "http://127.0.0.1:%d" % wait_port(cluster, llm_port_file)
-        portfile = os.path.join(workdir, "fixture.port")
-        cluster.start("fixtures", ["/usr/bin/python3", os.path.join(FIXTURES, "server.py"),
-                                   "--port", "0", "--port-file", portfile, "--data", FIXTURES])
-        web = "http://127.0.0.1:%d" % wait_port(cluster, portfile)
+        web = cluster.start_fixtures()
         cat = "tcp://127.0.0.1:%d" % free_port()
         shard = "tcp://127.0.0.1:%d" % free_port()
         http_port = free_port()

@@ -46,6 +46,19 @@ class Cluster:
         self.procs.append((name, p))
         return p
 
+    def start_fixtures(self, *args):
+        """Start the fixture server (tests/fixtures/server.py, extra args appended) on a free
+        port; its base URL once it listens."""
+        portfile = os.path.join(self.workdir, "fixture.port")
+        self.start("fixtures", ["/usr/bin/python3", os.path.join(FIXTURES, "server.py"), "--port", "0",
+                                "--port-file", portfile, "--data", FIXTURES] + list(args))
+        for _ in range(200):
+            if os.path.exists(portfile):
+                break
+            self.check_alive()
+            time.sleep(0.05)
+        return "http://127.0.0.1:%s" % open(portfile).read().strip()
+
     def check_alive(self):
         for name, p in self.procs:
             if p.poll() is not None:
@@ -271,15 +284,7 @@ def main():
     workdir = tempfile.mkdtemp(prefix="stylus-it-")
     cluster = Cluster(workdir)
     try:
-        portfile = os.path.join(workdir, "fixture.port")
-        cluster.start("fixtures", ["/usr/bin/python3", os.path.join(FIXTURES, "server.py"),
-                                   "--port", "0", "--port-file", portfile, "--data", FIXTURES])
-        for _ in range(200):
-            if os.path.exists(portfile):
-                break
-            cluster.check_alive()
-            time.sleep(0.05)
-        civitai = "http://127.0.0.1:%s" % open(portfile).read().strip()
+        civitai = cluster.start_fixtures()
         cat = "tcp://127.0.0.1:%d" % free_port()
         shard = "tcp://127.0.0.1:%d" % free_port()
         http_port = free_port()

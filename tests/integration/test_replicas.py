@@ -121,15 +121,7 @@ def compose(http, body):
 
 
 def start_pipeline(cluster, workdir):
-    portfile = os.path.join(workdir, "fixture.port")
-    cluster.start("fixtures", ["/usr/bin/python3", os.path.join(FIXTURES, "server.py"),
-                               "--port", "0", "--port-file", portfile, "--data", FIXTURES])
-    for _ in range(200):
-        if os.path.exists(portfile):
-            break
-        cluster.check_alive()
-        time.sleep(0.05)
-    web = "http://127.0.0.1:%s" % open(portfile).read().strip()
+    web = cluster.start_fixtures()
     cat = "tcp://127.0.0.1:%d" % free_port()
     cluster.start("catalog", [BIN, "catalog", "--data", os.path.join(workdir, "catalog"), "--bind", cat,
                               "--source", "civitai", "--source", "hf", "--compact-every", "1s"])

@@ -80,15 +80,7 @@ def main():
     cluster = Cluster(workdir)
     passed = False
     try:
-        portfile = os.path.join(workdir, "fixture.port")
-        cluster.start("fixtures", ["/usr/bin/python3", os.path.join(FIXTURES, "server.py"),
-                                   "--port", "0", "--port-file", portfile, "--data", FIXTURES])
-        for _ in range(200):
-            if os.path.exists(portfile):
-                break
-            cluster.check_alive()
-            time.sleep(0.05)
-        web = "http://127.0.0.1:%s" % open(portfile).read().strip()
+        web = cluster.start_fixtures()
         cat = "tcp://127.0.0.1:%d" % free_port()
         shard = "tcp://127.0.0.1:%d" % free_port()
         http_port = free_port()
