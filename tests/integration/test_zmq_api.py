@@ -59,6 +59,9 @@ class Client:
     def __init__(self, ctx, endpoint, kind=zmq.DEALER, curve=None):
         self.sock = ctx.socket(kind)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # A DEALER whose CURVE handshake was refused has no peer, and a send would block for
+        # ever: give up after a while instead (ask then answers None, as for no reply).
+        self.sock.setsockopt(zmq.SNDTIMEO, 5000)
         if curve:
             self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = curve
         self.sock.connect(endpoint)
@@ -75,7 +78,10 @@ class Client:
         return msgpack.unpackb(frames[0], raw=False)
 
     def ask(self, request, timeout_ms=TIMEOUT_MS):
-        self.send(msgpack.packb(request, use_bin_type=True))
+        try:
+            self.send(msgpack.packb(request, use_bin_type=True))
+        except zmq.Again:
+            return None
         return self.recv(timeout_ms)
 
     def close(self):
