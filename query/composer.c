@@ -32,7 +32,12 @@
  *       comma-separated part of one), appears in the prompt as whole words,
  *       case-insensitive.  This is the paper's block_characters rule with the
  *       obvious exception: a user who asks for "hatsune miku" wants her;
- *     - it has no file to download.
+ *     - it has no file to download;
+ *     - its rating (0..5: Civitai's share of thumbs up, times 5) is below
+ *       min_rating (default 4.25, i.e. over 15% thumbs down) and it has at
+ *       least COMPOSER_MIN_LIKES likes, so that the rating means something:
+ *       people who tried it found it wanting (the paper's quality filter).
+ *       No rating (the Hub has none) passes.
  *
  * (b) Topics.  The prompt is cut into pieces at , ; . : | ! ? ( ) [ ] { } and
  *     newlines, and before the words of separator_words below ("and", "with",
@@ -344,7 +349,7 @@ static bool is_character(const struct st_doc *d)
 
 /* ---- (a) filter ---- */
 
-enum verdict { KEEP, OUT_BASE, OUT_NSFW, OUT_CHARACTER, OUT_NO_FILES };
+enum verdict { KEEP, OUT_BASE, OUT_NSFW, OUT_CHARACTER, OUT_NO_FILES, OUT_RATING };
 
 static enum verdict filter(const struct st_doc *d, const char *prompt,
                            const struct composer_options *o, bool *named)
@@ -358,6 +363,9 @@ static enum verdict filter(const struct st_doc *d, const char *prompt,
                 return OUT_CHARACTER;
         if (!composer_primary_file(d))
                 return OUT_NO_FILES;
+        if (d->stats.rating > 0 && d->stats.rating < o->min_rating &&
+            d->stats.likes >= COMPOSER_MIN_LIKES)
+                return OUT_RATING;
         return KEEP;
 }
 
@@ -619,6 +627,7 @@ void composer_options_default(struct composer_options *o)
         o->max_per_topic = 3;
         o->max_style = 2;
         o->min_score = 0.25f;
+        o->min_rating = COMPOSER_DEFAULT_MIN_RATING;
 }
 
 const struct st_file *composer_primary_file(const struct st_doc *doc)
@@ -652,6 +661,8 @@ static int check_input(const char *prompt, const struct composer_candidate *c, s
                 return st_fail(err, ST_EINVAL, "max_style: %d is negative", o->max_style);
         if (isnan(o->min_score))
                 return st_fail(err, ST_EINVAL, "min_score: not a number");
+        if (!(o->min_rating >= 0 && o->min_rating <= 5))
+                return st_fail(err, ST_EINVAL, "min_rating: not in 0..5");
         for (size_t i = 0; i < n; i++)
                 if (!c[i].doc)
                         return st_fail(err, ST_EINVAL, "composer: candidate %zu has no doc", i);
@@ -928,6 +939,9 @@ int composer_eligible(const char *prompt, const struct composer_candidate *c, si
                         break;
                 case OUT_NO_FILES:
                         r->excluded.no_files++;
+                        break;
+                case OUT_RATING:
+                        r->excluded.low_rating++;
                         break;
                 case KEEP:
                         (*keep)[(*n_keep)++] = i;

@@ -36,11 +36,13 @@
 #include "proto/embed.h"
 #include "proto/errors.h"
 
-#define COMPOSER_MAX_PROMPT     2000 /* bytes; longer is ST_ETOOBIG */
-#define COMPOSER_MAX_CANDIDATES 1000 /* more is ST_ETOOBIG */
-#define COMPOSER_MAX_TOPICS     32   /* prompt pieces after the 32nd are ignored */
-#define COMPOSER_MAX_IMAGES     16
-#define COMPOSER_MAX_PER_TOPIC  8 /* upper bound of max_per_topic */
+#define COMPOSER_MAX_PROMPT         2000 /* bytes; longer is ST_ETOOBIG */
+#define COMPOSER_MAX_CANDIDATES     1000 /* more is ST_ETOOBIG */
+#define COMPOSER_MAX_TOPICS         32   /* prompt pieces after the 32nd are ignored */
+#define COMPOSER_MAX_IMAGES         16
+#define COMPOSER_MAX_PER_TOPIC      8     /* upper bound of max_per_topic */
+#define COMPOSER_DEFAULT_MIN_RATING 4.25f /* of 5: over 15% thumbs down */
+#define COMPOSER_MIN_LIKES          10    /* likes before a rating counts */
 
 /* One retrieved adapter; candidates come sorted by score, best first. */
 struct composer_candidate {
@@ -57,6 +59,8 @@ struct composer_options {
         int max_per_topic;     /* 0..COMPOSER_MAX_PER_TOPIC adapters per topic, default 3 */
         int max_style;         /* style adapters over all topics, >= 0, default 2 */
         float min_score;       /* lowest blended score an adapter may have, default 0.25 */
+        float min_rating;      /* 0..5; rated lower (and liked by enough) is left out;
+                                  0: no rule; default COMPOSER_DEFAULT_MIN_RATING */
 };
 
 struct composer_topic {
@@ -79,6 +83,7 @@ struct composer_excluded {
         size_t nsfw;        /* NSFW and allow_nsfw unset */
         size_t character;   /* character/celebrity not named in the prompt */
         size_t no_files;    /* nothing to download */
+        size_t low_rating;  /* rated under min_rating by enough people */
         size_t duplicate;   /* same model or same file as a better candidate */
         size_t weak_match;  /* no topic matched well enough */
         size_t topic_full;  /* its topic already had max_per_topic adapters */

@@ -626,9 +626,10 @@ static json_t *image_json(const struct composer_result *r, const char *prompt, s
 
 static json_t *excluded_json(const struct composer_excluded *x)
 {
-        return json_pack("{sI sI sI sI sI sI sI sI}", "base_model", (json_int_t)x->base_model,
+        return json_pack("{sI sI sI sI sI sI sI sI sI}", "base_model", (json_int_t)x->base_model,
                          "nsfw", (json_int_t)x->nsfw, "character", (json_int_t)x->character,
-                         "no_files", (json_int_t)x->no_files, "duplicate", (json_int_t)x->duplicate,
+                         "no_files", (json_int_t)x->no_files, "low_rating",
+                         (json_int_t)x->low_rating, "duplicate", (json_int_t)x->duplicate,
                          "weak_match", (json_int_t)x->weak_match, "topic_full",
                          (json_int_t)x->topic_full, "style_limit", (json_int_t)x->style_limit);
 }

@@ -36,7 +36,8 @@
  *     .a1111_prompt  string      forms_a1111() of this image
  *   excluded         object    candidates left out, by rule (composer.h):
  *                              base_model, nsfw, character, no_files,
- *                              duplicate, weak_match, topic_full, style_limit
+ *                              low_rating, duplicate, weak_match, topic_full,
+ *                              style_limit
  *   forms            object    for image 0; which keys depends on format:
  *     .a1111         string      forms_a1111()
  *     .comfyui       object      forms_comfyui(), checkpoint node "4"

@@ -57,6 +57,23 @@ static int int_field(json_t *root, const char *key, int lo, int hi, int *out, st
         return 0;
 }
 
+static int real_field(json_t *root, const char *key, double lo, double hi, double *out,
+                      struct st_error *err)
+{
+        json_t *v = field(root, key);
+        double x;
+
+        if (!v)
+                return 0;
+        if (!json_is_number(v))
+                return st_fail(err, ST_ETYPE, "%s: expected a number", key);
+        x = json_number_value(v);
+        if (!(x >= lo && x <= hi))
+                return st_fail(err, ST_EINVAL, "%s: %g not in %g..%g", key, x, lo, hi);
+        *out = x;
+        return 0;
+}
+
 static int bool_field(json_t *root, const char *key, bool *out, struct st_error *err)
 {
         json_t *v = field(root, key);
@@ -185,6 +202,8 @@ static int parse_fields(json_t *root, struct arena *a, struct compose_request *r
                 return rc;
         if ((rc = bool_field(root, "allow_characters", &req->allow_characters, err)))
                 return rc;
+        if ((rc = real_field(root, "min_rating", 0, 5, &req->min_rating, err)))
+                return rc;
         if ((rc = blocked_field(root, a, req, err)))
                 return rc;
         return format_field(root, a, &req->format, err);
@@ -200,7 +219,8 @@ int compose_request_parse(const char *body, size_t len, struct arena *a,
         if (len > COMPOSE_REQUEST_MAX_BODY)
                 return st_fail(err, ST_ETOOBIG, "body: %zu bytes, at most %u", len,
                                COMPOSE_REQUEST_MAX_BODY);
-        *req = (struct compose_request){.n_images = 1, .k = COMPOSE_REQUEST_DEFAULT_K};
+        *req = (struct compose_request){
+            .n_images = 1, .k = COMPOSE_REQUEST_DEFAULT_K, .min_rating = -1};
         root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
         if (!root)
                 return parse_error(&je, err);

@@ -11,6 +11,7 @@
  *   allow_nsfw        bool    no                                    false
  *   allow_characters  bool    no                                    false
  *   format            string  no        json|a1111|comfyui|diffusers NULL (all forms)
+ *   min_rating        number  no        0..5 (0: no rating rule)     4.25
  *   blocked           [string] no       adapter ids never to return, none
  *                                       <= 512 ids of 1..255 bytes
  *
@@ -61,6 +62,7 @@ struct compose_request {
         bool allow_nsfw;
         bool allow_characters;
         const char *format;   /* static "json", "a1111", "comfyui", "diffusers", or NULL */
+        double min_rating;    /* 0..5, or -1 when not given (the composer's default) */
         const char **blocked; /* n_blocked ids in the arena, none retrieved or composed */
         size_t n_blocked;
 };

@@ -308,6 +308,8 @@ static unsigned handle(struct lane *l, enum service_op op, const char *body, siz
                 opt.n_images = req.n_images;
                 opt.allow_nsfw = req.allow_nsfw;
                 opt.allow_characters = req.allow_characters;
+                if (req.min_rating >= 0)
+                        opt.min_rating = (float)req.min_rating;
                 rc = l->llm ? composer_llm_run(l->llm, req.prompt, cand, n, &opt,
                                                &l->embedder.builtin, &a, &res, &err)
                             : composer_run(req.prompt, cand, n, &opt, &l->embedder.builtin, &a,

@@ -170,6 +170,8 @@ def check_prompts(http, nsfw_ids):
         cases = json.load(f)
     if isinstance(cases, dict):
         cases = cases.get("prompts", cases.get("cases", []))
+    with open(os.path.join(FIXTURES, "truth.json")) as f:
+        low = {i for i, a in json.load(f)["adapters"].items() if a.get("quality") == "low"}
     failures = []
     for case in cases:
         body = {"prompt": case["prompt"]}
@@ -187,6 +189,9 @@ def check_prompts(http, nsfw_ids):
         leaked = set(got) & nsfw_ids
         if leaked:
             failures.append("%r: NSFW adapters %s without allow_nsfw" % (case["prompt"], leaked))
+        poor = set(got) & low  # rated poorly by many (the composer's min_rating)
+        if poor:
+            failures.append("%r: low-quality adapters %s" % (case["prompt"], sorted(poor)))
         base = case.get("base_model")
         for a in ans.get("adapters", []):
             if base and a.get("base_model") != base:

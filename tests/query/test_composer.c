@@ -658,6 +658,44 @@ static void test_subjects(void)
         arena_release(&a);
 }
 
+/*
+ * The quality rule: an adapter rated under min_rating by at least
+ * COMPOSER_MIN_LIKES people is left out and counted; with fewer likes, no
+ * rating (the Hub's) or min_rating 0 it stays.
+ */
+static void test_low_rating(void)
+{
+        struct st_doc d = docs[0]; /* Corgi Dog */
+        struct composer_candidate c = {&d, 0.62f};
+        struct composer_options o = sd15_options();
+        struct composer_result r;
+        struct st_error err = {0};
+        struct arena a;
+
+        arena_init(&a, 4u << 20);
+        d.stats.rating = 3.9;
+        d.stats.likes = COMPOSER_MIN_LIKES;
+        CHECK(composer_run("a corgi", &c, 1, &o, &embedder, &a, &r, &err) == 0);
+        CHECK(r.n_adapters == 0 && r.excluded.low_rating == 1);
+        d.stats.likes = COMPOSER_MIN_LIKES - 1; /* too few votes to judge */
+        CHECK(composer_run("a corgi", &c, 1, &o, &embedder, &a, &r, &err) == 0);
+        CHECK(r.n_adapters == 1 && r.excluded.low_rating == 0);
+        d.stats.likes = 500;
+        d.stats.rating = 0; /* no rating */
+        CHECK(composer_run("a corgi", &c, 1, &o, &embedder, &a, &r, &err) == 0);
+        CHECK(r.n_adapters == 1);
+        d.stats.rating = 4.3; /* over the default 4.25 */
+        CHECK(composer_run("a corgi", &c, 1, &o, &embedder, &a, &r, &err) == 0);
+        CHECK(r.n_adapters == 1);
+        d.stats.rating = 3.9;
+        o.min_rating = 0; /* the rule off */
+        CHECK(composer_run("a corgi", &c, 1, &o, &embedder, &a, &r, &err) == 0);
+        CHECK(r.n_adapters == 1);
+        o.min_rating = 6;
+        CHECK(composer_run("a corgi", &c, 1, &o, &embedder, &a, &r, &err) == ST_EINVAL);
+        arena_release(&a);
+}
+
 int main(void)
 {
         setup();
@@ -675,6 +713,7 @@ int main(void)
         test_no_candidates();
         test_arena_full();
         test_subjects();
+        test_low_rating();
         arena_release(&docs_arena);
         if (failures) {
                 fprintf(stderr, "test_composer: %d checks failed\n", failures);

@@ -380,6 +380,7 @@ static void test_json(void)
                        "<lora:Fluffy_Corgi:0.80>"));
         CHECK(json_integer_value(
                   json_object_get(json_object_get(root, "excluded"), "base_model")) == 2);
+        CHECK(json_is_integer(json_object_get(json_object_get(root, "excluded"), "low_rating")));
         forms = json_object_get(root, "forms");
         CHECK(json_is_string(json_object_get(forms, "a1111")));
         CHECK(json_object_size(json_object_get(forms, "comfyui")) == 3);
@@ -486,6 +487,16 @@ static void test_request(void)
         /* The body need not be NUL-terminated: only len bytes are read. */
         CHECK(compose_request_parse("{\"prompt\":\"x\"}garbage", 14, &a, &req, &err) == 0);
         CHECK(req.n_blocked == 0);
+
+        /* min_rating: a number in 0..5; absent is -1 (the composer's default). */
+        CHECK(req.min_rating == -1);
+        CHECK(parse("{\"prompt\":\"x\",\"min_rating\":4.5}", &a, &req, &err) == 0 &&
+              req.min_rating == 4.5);
+        CHECK(parse("{\"prompt\":\"x\",\"min_rating\":0}", &a, &req, &err) == 0 &&
+              req.min_rating == 0);
+        CHECK(parse("{\"prompt\":\"x\",\"min_rating\":6}", &a, &req, &err) == ST_EINVAL);
+        CHECK(contains(err.msg, "min_rating"));
+        CHECK(parse("{\"prompt\":\"x\",\"min_rating\":\"high\"}", &a, &req, &err) == ST_ETYPE);
 
         /* Blocked ids: strings, none empty, with an embedded NUL or too many. */
         CHECK(parse("{\"prompt\":\"x\",\"blocked\":[\"civitai:1@2\",\"hf:a/b@c\"]}", &a, &req,
