@@ -15,6 +15,7 @@
 
 #include "crawler/driver.h"
 #include "proto/log.h"
+#include "proto/utf8.h"
 
 #define IMAGES_PER_CALL 10
 
@@ -76,11 +77,7 @@ static char *copy_short(struct parser *p, const json_t *obj, const char *key)
 /* Copy of s cut to fit ST_LIMIT_TEXT, never inside a UTF-8 sequence. */
 static char *copy_text(struct parser *p, const char *s, size_t len)
 {
-        if (len >= ST_LIMIT_TEXT) {
-                len = ST_LIMIT_TEXT - 1;
-                while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
-                        len--;
-        }
+        len = utf8_fit(s, len, ST_LIMIT_TEXT - 1);
         return note_alloc(p, arena_strndup(p->a, s, len));
 }
 

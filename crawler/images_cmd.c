@@ -40,6 +40,7 @@
 #include "proto/cli.h"
 #include "proto/doc.h"
 #include "proto/log.h"
+#include "proto/utf8.h"
 #include "proto/wire.h"
 
 #define IMAGES_DEFAULT_CONCURRENCY 8
@@ -89,10 +90,8 @@ struct slot {
 /* Set slot's error to a copy of what, cut at IMAGES_ERROR_MAX bytes on a UTF-8 boundary. */
 static int slot_fail(struct slot *sl, struct arena *a, const char *what)
 {
-        size_t len = strnlen(what, IMAGES_ERROR_MAX);
+        size_t len = utf8_fit(what, strnlen(what, IMAGES_ERROR_MAX + 1), IMAGES_ERROR_MAX);
 
-        while (len > 0 && ((unsigned char)what[len] & 0xc0) == 0x80)
-                len--;
         sl->error = arena_strndup(a, what, len);
         return sl->error ? 0 : ST_ENOMEM;
 }

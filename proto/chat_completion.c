@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "proto/http_util.h"
+#include "proto/utf8.h"
 
 void chat_quote(char *dst, size_t size, const char *s, size_t n)
 {
@@ -24,16 +25,6 @@ void chat_quote(char *dst, size_t size, const char *s, size_t n)
                 i += 3;
         }
         dst[i] = '\0';
-}
-
-/* Bytes of s[0..n) to keep in max bytes without cutting a UTF-8 character. */
-static size_t utf8_fit(const char *s, size_t n, size_t max)
-{
-        if (n <= max)
-                return n;
-        while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
-                max--;
-        return max;
 }
 
 /*

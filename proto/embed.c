@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "proto/sha256.h"
+#include "proto/utf8.h"
 
 #define MODEL_NAME   EMBED_IDF_HASHING
 #define IDF_MODEL    MODEL_NAME "+idf-"
@@ -660,19 +661,6 @@ float embed_sparse_dot(const struct embed_feature *x, size_t nx, const struct em
 
 /* ---- doc text ---- */
 
-/* Length of the longest prefix of s of at most max bytes that ends on a code point. */
-static size_t utf8_prefix(const char *s, size_t max)
-{
-        size_t len = strnlen(s, max + 1);
-
-        if (len <= max)
-                return len;
-        len = max;
-        while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
-                len--;
-        return len;
-}
-
 /* A bounded string builder in an arena: measure pass (buf NULL), then write pass. */
 struct text_builder {
         char *buf;
@@ -724,7 +712,8 @@ static void build_doc_text(const struct st_doc *d, struct text_builder *b)
         const char *desc = d->description;
 
         put_field(b, "Title: ", d->name, d->name ? strlen(d->name) : 0);
-        put_field(b, "Description: ", desc, desc ? utf8_prefix(desc, DESCRIPTION_MAX) : 0);
+        put_field(b, "Description: ", desc,
+                  desc ? utf8_fit(desc, strnlen(desc, DESCRIPTION_MAX + 1), DESCRIPTION_MAX) : 0);
         put_list(b, "Tags: ", &d->tags);
         put_list(b, "Trigger words: ", &d->trigger_words);
 }

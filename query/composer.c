@@ -114,6 +114,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proto/utf8.h"
+
 #define MIN_TOPIC_COSINE   0.20f
 #define RELATIVE_TOPIC     0.70f /* of the best topic cosine in the same topic */
 #define BLEND_TOPIC        0.70f
@@ -745,14 +747,7 @@ static int score_candidates(const char *prompt, const struct composer_candidate 
 /* Bytes of s to quote so that at most max are shown and no UTF-8 character is cut. */
 static int quote_len(const char *s, size_t max)
 {
-        size_t len = strnlen(s, max + 1);
-
-        if (len > max) {
-                len = max;
-                while (len > 0 && ((unsigned char)s[len] & 0xc0) == 0x80)
-                        len--;
-        }
-        return (int)len;
+        return (int)utf8_fit(s, strnlen(s, max + 1), max);
 }
 
 static const char *reason(struct arena *a, const struct composer_topic *t, const struct pick *p)

@@ -21,6 +21,7 @@
 #include "proto/http_post.h"
 #include "proto/http_util.h"
 #include "proto/log.h"
+#include "proto/utf8.h"
 #include "proto/wire.h"
 
 #define CONNECT_MAX_MS  3000L
@@ -186,16 +187,6 @@ struct text {
         char *s;
         size_t len, size;
 };
-
-/* Bytes of s[0..n) to keep in max bytes without cutting a UTF-8 character. */
-static size_t utf8_fit(const char *s, size_t n, size_t max)
-{
-        if (n <= max)
-                return n;
-        while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
-                max--;
-        return max;
-}
 
 /* Append at most max bytes of s (cut on a UTF-8 boundary), control bytes as spaces. */
 static void put_clean(struct text *t, const char *s, size_t max)

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proto/utf8.h"
+
 /* ---- a growable string with a hard maximum and a sticky error ---- */
 
 struct buf {
@@ -105,11 +107,7 @@ static bool bad_name_byte(unsigned char ch)
  */
 static void name_part(struct buf *b, const char *s, size_t len, size_t max)
 {
-        if (len > max) {
-                len = max;
-                while (len > 0 && ((unsigned char)s[len] & 0xc0) == 0x80)
-                        len--;
-        }
+        len = utf8_fit(s, len, max);
         for (size_t i = 0; i < len; i++) {
                 char c = bad_name_byte((unsigned char)s[i]) ? '_' : s[i];
 

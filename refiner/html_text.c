@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "proto/doc.h"
+#include "proto/utf8.h"
 
 #define PARSE_OPTIONS                                                                              \
         (HTML_PARSE_RECOVER | HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING | HTML_PARSE_NONET |       \
@@ -273,9 +274,7 @@ size_t text_cut(const char *text, size_t len, size_t max)
         size_t cut, i;
 
         if (len > max) {
-                cut = max;
-                while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
-                        cut--;
+                cut = utf8_fit(text, len, max);
                 len = cut;
                 for (i = cut; i > 0 && i >= max / 2; i--) {
                         if (sentence_ends_at(text, i)) {
